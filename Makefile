@@ -1,0 +1,24 @@
+# Two entry points: `make demo` and `make test`. Both create/refresh .venv only when
+# requirements.txt or pyproject.toml changed (the stamp file records the last install).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv clean-runs
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (medgan)" >/dev/null
+	touch $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m medgan_core.batch demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 MEDGAN_SMOKE=1 $(PY) -m pytest -q --nbval-lax tests notebooks

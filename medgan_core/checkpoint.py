@@ -1,0 +1,184 @@
+"""Checkpoints that describe themselves: one safetensors file with a JSON header, written atomically.
+
+Tensors (G, D, G_ema weights, optimizer moments, RNG states) go in the safetensors body under
+prefixed names (``G.net.0.weight``, ``opt_g.state.3.exp_avg``, ``rng.torch``); everything else
+(format version, model name and config, train/data config, step, optimizer hyper-parameters)
+goes in the JSON metadata. Loading never unpickles anything, and a generator can be rebuilt
+from the file alone through the model registry.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from .fileio import atomic_write_bytes
+from .registry import build_model
+
+FORMAT_NAME = "medgan-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_GLOB = "step-*.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is unreadable, of another format, or for another model."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: JSON ``meta`` plus a flat dict of CPU tensors."""
+
+    path: Path
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+    def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Tensors stored under ``prefix.`` with the prefix removed (a module ``state_dict``)."""
+        start = prefix + "."
+        return {k[len(start):]: v for k, v in self.tensors.items() if k.startswith(start)}
+
+    def load_module(self, prefix: str, module: nn.Module) -> None:
+        """Load ``prefix`` weights into ``module`` with ``strict=True``.
+
+        Raises:
+            CheckpointError: naming missing/unexpected keys or shape mismatches.
+        """
+        try:
+            module.load_state_dict(self.state_dict(prefix), strict=True)
+        except RuntimeError as error:
+            raise CheckpointError(f"{self.path}: weights {prefix!r} do not fit the model "
+                                  f"({self.meta.get('model')!r}): {error}") from None
+
+    def load_optimizer(self, prefix: str, optimizer: torch.optim.Optimizer) -> None:
+        """Restore an optimizer saved by :func:`optimizer_tensors` / :func:`optimizer_meta`."""
+        saved = self.meta["optimizers"][prefix]
+        state: dict[int, dict[str, Any]] = {}
+        for index_str, values in saved["scalars"].items():
+            state.setdefault(int(index_str), {}).update(values)
+        pattern = re.compile(rf"^{re.escape(prefix)}\.state\.(\d+)\.(.+)$")
+        for name, tensor in self.tensors.items():
+            match = pattern.match(name)
+            if match:
+                state.setdefault(int(match.group(1)), {})[match.group(2)] = tensor
+        optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+
+def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Tensor entries of an optimizer state as flat ``prefix.state.<param>.<key>`` names."""
+    out = {}
+    for index, values in optimizer.state_dict()["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                out[f"{prefix}.state.{index}.{key}"] = value
+    return out
+
+
+def optimizer_meta(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """JSON part of an optimizer state: param groups and non-tensor per-parameter values."""
+    state_dict = optimizer.state_dict()
+    scalars = {str(index): {k: v for k, v in values.items() if not torch.is_tensor(v)}
+               for index, values in state_dict["state"].items()}
+    return {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write tensors + JSON metadata atomically (temp file + rename).
+
+    Args:
+        path: destination ``.safetensors`` file.
+        tensors: flat name -> tensor dict (moved to CPU and made contiguous here).
+        meta: JSON-serialisable description; format name and version are added.
+    Returns:
+        The written path.
+    """
+    cpu = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta)}
+    return atomic_write_bytes(path, save_safetensors_bytes(cpu, metadata=header))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (no pickle involved).
+
+    Args:
+        path: the ``.safetensors`` file.
+    Returns:
+        The :class:`Checkpoint`.
+    Raises:
+        CheckpointError: when the file is missing, corrupt, or not a MedGAN checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    data = path.read_bytes()
+    try:
+        tensors = load_safetensors_bytes(data)
+        header = _read_header(data)
+    except (SafetensorError, ValueError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({error}); "
+                              "it may be truncated: delete it to resume from the previous one") from None
+    if header.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path} is a safetensors file but not a MedGAN checkpoint "
+                              f"(format={header.get('format')!r}); for hub weights use medgan_core.hub.from_pretrained")
+    if int(header.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {header['format_version']}, newer than this "
+                              f"medgan_core understands ({FORMAT_VERSION}); upgrade medgan_core")
+    return Checkpoint(path, json.loads(header["meta"]), tensors)
+
+
+def _read_header(data: bytes) -> dict[str, str]:
+    header_len = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + header_len]).get("__metadata__", {})
+
+
+def find_latest_checkpoint(folder: str | Path) -> Path | None:
+    """Newest ``step-*.safetensors`` in ``folder`` (by step number), ignoring temp files.
+
+    Args:
+        folder: a run's ``checkpoints`` folder.
+    Returns:
+        The path, or ``None`` when there is none.
+    """
+    candidates = sorted(Path(folder).glob(CHECKPOINT_GLOB), key=lambda p: int(p.stem.split("-")[1]))
+    return candidates[-1] if candidates else None
+
+
+def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint written after ``step`` generator updates."""
+    return f"step-{step:08d}.safetensors"
+
+
+def load_generator(path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu",
+                   expected_model: str | None = None) -> tuple[nn.Module, Checkpoint]:
+    """Rebuild a trained generator from a checkpoint file alone.
+
+    Args:
+        path: a checkpoint file, or a run folder (its latest checkpoint is used).
+        use_ema: load the EMA weights when present (usually the better samples).
+        device: where to put the generator.
+        expected_model: if given, refuse a checkpoint written for another model.
+    Returns:
+        ``(generator in eval mode, checkpoint)``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        latest = find_latest_checkpoint(path / "checkpoints") or find_latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointError(f"no step-*.safetensors checkpoint in {path} or {path / 'checkpoints'}")
+        path = latest
+    checkpoint = load_checkpoint(path)
+    model_name = checkpoint.meta["model"]
+    if expected_model is not None and model_name != expected_model:
+        raise CheckpointError(f"{path} is a checkpoint for model {model_name!r}, not {expected_model!r}; "
+                              f"load it with expected_model={model_name!r} or pick another file")
+    generator, _, _ = build_model(model_name, checkpoint.meta["model_config"])
+    prefix = "G_ema" if use_ema and checkpoint.state_dict("G_ema") else "G"
+    checkpoint.load_module(prefix, generator)
+    return generator.to(device).eval(), checkpoint

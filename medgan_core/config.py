@@ -1,0 +1,104 @@
+"""Settings as dataclasses: what data to read and how to train.
+
+Model architecture settings live next to each model (``models/<name>.py``); these two
+dataclasses hold everything else, and both round-trip through JSON so checkpoints can
+describe the run that produced them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def is_smoke() -> bool:
+    """True when ``MEDGAN_SMOKE=1``: tests and CI shrink every run to a few steps."""
+    return os.environ.get("MEDGAN_SMOKE") == "1"
+
+
+@dataclass
+class DataConfig:
+    """Which images to read and how to turn them into training tensors."""
+
+    dataset: str = "demo"  # "demo", "kaggle:<shortcut or owner/name[/versions/N]>", or a folder path
+    image_size: int = 64  # square side the images are resized + padded to: 64, 128 or 256
+    channels: int = 1  # 1 = grayscale, 3 = RGB (grayscale replicated when the source is gray)
+    split: str = "train"  # "train" or "test"
+    max_per_class: int | None = None  # cap per class for tiny runs (deterministic subset)
+    test_fraction: float = 0.2  # held out when a folder has no Training/Testing split
+    seed: int = 0  # drives the split, subsets and the demo set
+    cache_dir: str | None = None  # decoded-tensor cache; default $MEDGAN_CACHE or ~/.cache/medgan
+
+
+@dataclass
+class TrainConfig:
+    """How the one training loop runs. Every field is saved in each checkpoint."""
+
+    epochs: int = 10  # passes over the training set (ignored if max_steps is set)
+    max_steps: int | None = None  # generator updates in total; overrides epochs
+    batch_size: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    optimizer: str = "adam"  # "adam" or "rmsprop"
+    n_critic: int = 1  # discriminator updates per generator update
+    ema_decay: float = 0.999  # EMA of G weights for samples (warmed up: min(decay, (1+t)/(10+t))); 0 disables
+    balanced: bool = False  # class-balanced sampling (WeightedRandomSampler)
+    hflip: bool = False  # random horizontal flips
+    seed: int = 0
+    sample_every: int = 100  # steps between fixed-noise sample grids
+    n_samples: int = 64  # images in each sample grid
+    log_every: int = 10  # steps between history rows
+    checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = 2  # most recent checkpoints kept on disk
+    max_minutes: float | None = None  # wall-clock budget: stop cleanly and checkpoint before it
+    device: str = "auto"  # "auto" picks CUDA when present
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    channels_last: bool = True
+    progress: bool = True  # tqdm progress bar
+    extra: dict[str, Any] = field(default_factory=dict)  # model-specific loss options (e.g. gp_lambda)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config as a JSON-ready dict (tuples become lists).
+
+    Args:
+        config: any dataclass instance.
+    Returns:
+        A plain dict.
+    """
+    return json_ready(dataclasses.asdict(config))
+
+
+def json_ready(value: Any) -> Any:
+    """Recursively convert tuples to lists so ``json.dumps`` round-trips cleanly."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def from_dict(cls: type, values: dict[str, Any]):
+    """Build dataclass ``cls`` from a dict, restoring tuple fields and rejecting unknown keys.
+
+    Args:
+        cls: the dataclass type.
+        values: field values, e.g. read from JSON.
+    Returns:
+        An instance of ``cls``.
+    Raises:
+        ValueError: naming unknown fields, so a checkpoint for another model fails clearly.
+    """
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {unknown}; valid fields: {sorted(names)}")
+    kwargs = {}
+    for key, value in values.items():
+        default = names[key].default
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)

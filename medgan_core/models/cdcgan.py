@@ -1,0 +1,71 @@
+"""Conditional DCGAN (as S1): noise + class embedding -> image; the discriminator sees the
+image stacked with a learned spatial label map. BCE-with-logits non-saturating loss, with
+separate G/D learning rates (S1: G 2e-4, D 5e-5) set in the TrainConfig.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..registry import register_model
+from .layers import dcgan_discriminator_stack, dcgan_generator_stack, dcgan_init_, stage_widths
+
+
+@dataclass
+class ConditionalDCGANConfig:
+    num_classes: int = 4  # e.g. 4 tumour types or 4 dementia stages
+    image_size: int = 128  # S1 trained at 128 px
+    channels: int = 1
+    z_dim: int = 100  # S1: 100
+    embed_dim: int = 16  # label embedding concatenated to z
+    g_features: int = 64
+    d_features: int = 64
+    max_features: int = 512
+    d_batchnorm: bool = False  # S1's discriminator has no BatchNorm
+
+
+class Generator(nn.Module):
+    """(z (B, z_dim), labels (B,)) -> image (B, C, S, S) in [-1, 1]."""
+
+    def __init__(self, config: ConditionalDCGANConfig):
+        super().__init__()
+        self.config = config
+        self.label_embedding = nn.Embedding(config.num_classes, config.embed_dim)
+        widths = stage_widths(config.image_size, config.g_features, config.max_features)
+        self.net = dcgan_generator_stack(config.z_dim + config.embed_dim, widths, config.channels)
+        self.apply(dcgan_init_)
+        nn.init.normal_(self.label_embedding.weight, 0.0, 1.0)  # same scale as z
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("conditional generator needs labels: G(z, labels) with labels of shape (B,)")
+        code = torch.cat([z, self.label_embedding(labels)], dim=1)  # (B, z_dim + embed_dim)
+        return self.net(code[:, :, None, None])
+
+
+class Discriminator(nn.Module):
+    """(image (B, C, S, S), labels (B,)) -> logits (B,); the label enters as an extra (1, S, S) channel."""
+
+    def __init__(self, config: ConditionalDCGANConfig):
+        super().__init__()
+        self.config = config
+        size = config.image_size
+        self.label_map = nn.Embedding(config.num_classes, size * size)
+        widths = stage_widths(size, config.d_features, config.max_features)
+        self.net = dcgan_discriminator_stack(config.channels + 1, widths, batchnorm=config.d_batchnorm)
+        self.apply(dcgan_init_)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("conditional discriminator needs labels: D(images, labels)")
+        size = self.config.image_size
+        label_map = self.label_map(labels).view(-1, 1, size, size).to(images.dtype)  # (B, 1, S, S)
+        return self.net(torch.cat([images, label_map], dim=1)).flatten()
+
+
+@register_model("cdcgan", config=ConditionalDCGANConfig, objective="nonsaturating", conditional=True,
+                description="Conditional DCGAN: class embedding in G, spatial label map in D (S1)")
+def build(config: ConditionalDCGANConfig) -> tuple[Generator, Discriminator]:
+    return Generator(config), Discriminator(config)

@@ -1,0 +1,106 @@
+"""Blocks shared by several GANs (DCGAN family). Model-specific layers stay in their model file."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+VALID_SIZES = (32, 64, 128, 256, 512)
+
+
+def check_image_size(image_size: int) -> int:
+    """Validate a square image side for the DCGAN-style stacks (4x4 doubled up to the size).
+
+    Args:
+        image_size: requested side in pixels.
+    Returns:
+        The number of stride-2 stages between 4 px and ``image_size``.
+    Raises:
+        ValueError: for sizes that are not a power of two in ``VALID_SIZES``.
+    """
+    if image_size not in VALID_SIZES:
+        raise ValueError(f"image_size={image_size} is not supported; use one of {VALID_SIZES} "
+                         "(the models double 4x4 feature maps up to the image size)")
+    return image_size.bit_length() - 3  # log2(size) - 2
+
+
+def stage_widths(image_size: int, base_features: int, max_features: int) -> list[int]:
+    """Channel widths at resolutions 4, 8, ..., image_size/2 (widest at 4x4).
+
+    Args:
+        image_size: output side.
+        base_features: width at the highest inner resolution (``ngf``/``ndf``).
+        max_features: cap on the width at low resolutions.
+    Returns:
+        One width per resolution, from 4x4 upwards.
+    """
+    n_stages = check_image_size(image_size)
+    return [min(max_features, base_features * 2 ** (n_stages - 1 - i)) for i in range(n_stages)]
+
+
+class UpBlock(nn.Sequential):
+    """Transposed conv doubling the resolution, then BatchNorm and ReLU (DCGAN generator)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DownBlock(nn.Sequential):
+    """Strided conv halving the resolution, optional BatchNorm, LeakyReLU 0.2 (DCGAN discriminator)."""
+
+    def __init__(self, in_channels: int, out_channels: int, batchnorm: bool = True):
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1, bias=not batchnorm)]
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+        super().__init__(*layers)
+
+
+def dcgan_generator_stack(in_features: int, widths: list[int], channels: int) -> nn.Sequential:
+    """(B, in_features, 1, 1) -> (B, channels, S, S) in [-1, 1], S = 8 * 2**(len(widths)-1).
+
+    Args:
+        in_features: channels of the 1x1 input (noise, plus label embedding if conditional).
+        widths: from :func:`stage_widths`.
+        channels: image channels.
+    Returns:
+        The generator body.
+    """
+    layers: list[nn.Module] = [
+        nn.ConvTranspose2d(in_features, widths[0], 4, stride=1, padding=0, bias=False),  # (B, w0, 4, 4)
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+    ]
+    layers += [UpBlock(w_in, w_out) for w_in, w_out in zip(widths[:-1], widths[1:])]
+    layers += [nn.ConvTranspose2d(widths[-1], channels, 4, stride=2, padding=1), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def dcgan_discriminator_stack(in_channels: int, widths: list[int], batchnorm: bool = True) -> nn.Sequential:
+    """(B, in_channels, S, S) -> (B, 1, 1, 1) logits; ``widths`` listed from 4x4 upwards as in the generator.
+
+    Args:
+        in_channels: image channels (plus label-map channels if conditional).
+        widths: from :func:`stage_widths`, reversed internally (narrow at full resolution).
+        batchnorm: BatchNorm in the inner blocks (never on the first layer, as in DCGAN).
+    Returns:
+        The discriminator body.
+    """
+    down = widths[::-1]
+    layers: list[nn.Module] = [DownBlock(in_channels, down[0], batchnorm=False)]
+    layers += [DownBlock(w_in, w_out, batchnorm) for w_in, w_out in zip(down[:-1], down[1:])]
+    layers.append(nn.Conv2d(down[-1], 1, 4, stride=1, padding=0))  # (B, 1, 1, 1)
+    return nn.Sequential(*layers)
+
+
+def dcgan_init_(module: nn.Module) -> None:
+    """DCGAN weight init: N(0, 0.02) for convs, N(1, 0.02) for BatchNorm scales (apply with ``.apply``)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,110 @@
+"""Models are registered by name and built from their config dataclass.
+
+Each file in ``medgan_core/models/`` holds one GAN: a config dataclass, a Generator, a
+Discriminator, and a ``build`` function decorated with :func:`register_model`. Everything
+else (training loop, checkpoints, hub, notebooks) picks a model by its string name.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from .config import from_dict
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about one GAN."""
+
+    name: str
+    config_cls: type  # dataclass of architecture settings
+    build: Callable[[Any], tuple[nn.Module, nn.Module]]  # config -> (generator, discriminator)
+    objective: str  # loss recipe name in medgan_core.losses.OBJECTIVES
+    conditional: bool  # generator takes class labels
+    description: str
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, *, config: type, objective: str = "nonsaturating",
+                   conditional: bool = False, description: str = "") -> Callable:
+    """Decorator registering a ``build(config) -> (G, D)`` function under ``name``.
+
+    Args:
+        name: the string users pass (``"dcgan"``).
+        config: the model's config dataclass.
+        objective: loss recipe used by the training loop.
+        conditional: whether G and D take class labels.
+        description: one line shown by :func:`list_models`.
+    Returns:
+        The decorator (it returns the build function unchanged).
+    """
+    def decorator(build: Callable) -> Callable:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelSpec(name, config, build, objective, conditional, description)
+        return build
+    return decorator
+
+
+def _ensure_models_imported() -> None:
+    from . import models  # noqa: F401  (importing the package registers every model)
+
+
+def list_models() -> dict[str, str]:
+    """Registered model names mapped to their one-line description."""
+    _ensure_models_imported()
+    return {name: spec.description for name, spec in sorted(_MODELS.items())}
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` registered as ``name``.
+
+    Raises:
+        KeyError: listing the valid names.
+    """
+    _ensure_models_imported()
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; registered models: {sorted(_MODELS)}")
+    return _MODELS[name]
+
+
+def make_config(name: str, values: dict[str, Any] | None = None, **overrides: Any):
+    """Build model ``name``'s config from a dict (e.g. read from a checkpoint) plus overrides.
+
+    Args:
+        name: registered model name.
+        values: field values; missing fields take their defaults.
+        **overrides: fields that win over ``values``.
+    Returns:
+        The config dataclass instance.
+    """
+    spec = get_model_spec(name)
+    merged = {**(values or {}), **overrides}
+    try:
+        return from_dict(spec.config_cls, merged)
+    except ValueError as error:
+        raise ValueError(f"settings do not fit model {name!r}: {error}") from None
+
+
+def build_model(name: str, config: Any = None, **overrides: Any) -> tuple[nn.Module, nn.Module, Any]:
+    """Build generator and discriminator of model ``name``.
+
+    Args:
+        name: registered model name.
+        config: a config instance or dict; ``None`` uses the defaults.
+        **overrides: config fields to change (``image_size=128``).
+    Returns:
+        ``(generator, discriminator, config)``.
+    """
+    spec = get_model_spec(name)
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.replace(config, **overrides)
+    else:
+        config = make_config(name, config, **overrides)
+    generator, discriminator = spec.build(config)
+    return generator, discriminator, config

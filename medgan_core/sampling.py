@@ -1,0 +1,223 @@
+"""Sampling from a trained generator: seeded samples, grids, interpolation, synthetic-dataset export."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from . import __version__
+from .fileio import atomic_write_bytes, atomic_write_json
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] -> uint8 in [0, 255] (values outside are clipped), on CPU."""
+    return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
+def fixed_labels(n: int, num_classes: int) -> torch.Tensor:
+    """Labels in equal contiguous blocks, so a grid shows each class on its own rows: (n,) int64."""
+    return torch.arange(n) * num_classes // max(n, 1)
+
+
+def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
+    """Standard normal latents (n, z_dim) from ``seed``; the same seed gives the same latents on any device."""
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def _num_classes(generator: nn.Module) -> int:
+    return int(getattr(generator.config, "num_classes", 0))
+
+
+def _model_device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def resolve_labels(generator: nn.Module, n: int, labels: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor | None:
+    """Labels for ``n`` samples: ``None`` for unconditional models; for conditional ones an int (one class),
+    a sequence of length n, or ``None`` (classes in equal blocks).
+
+    Raises:
+        ValueError: for labels given to an unconditional model, or out-of-range classes.
+    """
+    num_classes = _num_classes(generator)
+    if num_classes == 0:
+        if labels is not None:
+            raise ValueError("this generator is unconditional: call sample() without labels")
+        return None
+    if labels is None:
+        return fixed_labels(n, num_classes)
+    labels = torch.full((n,), labels) if isinstance(labels, int) else torch.as_tensor(labels).long()
+    if labels.shape != (n,):
+        raise ValueError(f"need one label per sample: got shape {tuple(labels.shape)} for n={n}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes - 1}]; got {labels.unique().tolist()}")
+    return labels
+
+
+@torch.no_grad()
+def sample(generator: nn.Module, n: int, labels: int | Sequence[int] | torch.Tensor | None = None, *,
+           seed: int = 0, batch_size: int = 64) -> torch.Tensor:
+    """Generate ``n`` images, reproducibly from ``seed`` (independent of ``batch_size`` and device).
+
+    Args:
+        generator: a medgan generator (``G(z, labels)``, with ``.config.z_dim``).
+        n: number of images.
+        labels: see :func:`resolve_labels`.
+        seed: latent seed.
+        batch_size: images per forward pass.
+    Returns:
+        Float tensor (n, C, S, S) in [-1, 1] on CPU.
+    """
+    was_training = generator.training
+    generator.eval()
+    device = _model_device(generator)
+    z = latents(n, generator.config.z_dim, seed)
+    labels = resolve_labels(generator, n, labels)
+    chunks = []
+    for start in range(0, n, batch_size):
+        batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
+        chunks.append(generator(z[start:start + batch_size].to(device), batch_labels).float().cpu())
+    generator.train(was_training)
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+@torch.no_grad()
+def interpolate(generator: nn.Module, seed_a: int, seed_b: int, steps: int = 8, label: int | None = None) -> torch.Tensor:
+    """Images along a spherical interpolation between the latents of two seeds.
+
+    Args:
+        generator: a medgan generator.
+        seed_a: seed of the first latent.
+        seed_b: seed of the last latent.
+        steps: images in the strip (>= 2).
+        label: class for conditional generators (default class 0).
+    Returns:
+        Float tensor (steps, C, S, S) in [-1, 1] on CPU.
+    """
+    z_dim = generator.config.z_dim
+    z_a, z_b = latents(1, z_dim, seed_a)[0], latents(1, z_dim, seed_b)[0]
+    omega = torch.arccos(torch.clamp(torch.dot(z_a / z_a.norm(), z_b / z_b.norm()), -1.0, 1.0))
+    t = torch.linspace(0, 1, steps)[:, None]  # (steps, 1)
+    if omega.abs() < 1e-6:
+        z = (1 - t) * z_a + t * z_b
+    else:
+        z = (torch.sin((1 - t) * omega) * z_a + torch.sin(t * omega) * z_b) / torch.sin(omega)
+    labels = resolve_labels(generator, steps, None if _num_classes(generator) == 0 else (label or 0))
+    was_training = generator.training
+    generator.eval()
+    device = _model_device(generator)
+    images = generator(z.to(device), None if labels is None else labels.to(device)).float().cpu()
+    generator.train(was_training)
+    return images
+
+
+def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile images into one picture.
+
+    Args:
+        images: (N, C, H, W) float in [-1, 1] (C = 1 or 3).
+        nrow: images per row; default ~sqrt(N).
+        padding: black pixels between tiles.
+    Returns:
+        uint8 array (H', W') for 1 channel or (H', W', 3).
+    """
+    images = to_uint8(images)
+    n, channels, height, width = images.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / nrow)
+    grid = torch.zeros(channels, rows * (height + padding) + padding, nrow * (width + padding) + padding, dtype=torch.uint8)
+    for index in range(n):
+        row, col = divmod(index, nrow)
+        top, left = padding + row * (height + padding), padding + col * (width + padding)
+        grid[:, top:top + height, left:left + width] = images[index]
+    array = grid.permute(1, 2, 0).numpy()  # (H', W', C)
+    return array[..., 0] if channels == 1 else array
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 (H, W) or (H, W, 3) array as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Save a grid of ``images`` (float in [-1, 1]) as a PNG, atomically.
+
+    Args:
+        images: (N, C, H, W).
+        path: destination ``.png``.
+        nrow: images per row.
+    Returns:
+        The path.
+    """
+    return atomic_write_bytes(path, png_bytes(make_grid(images, nrow)))
+
+
+def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, *,
+                   class_names: Sequence[str] | None = None, seed: int = 0, model_name: str | None = None,
+                   checkpoint: str | Path | None = None, make_zip: bool = True, batch_size: int = 64) -> Path:
+    """Write a synthetic dataset in the real sets' layout: ``out_dir/Training/<class>/<class>_00000.png``.
+
+    Conditional generators get ``n_per_class`` images for each class; unconditional ones write
+    ``n_per_class`` images into ``Training/synthetic``. A ``manifest.json`` records model, checkpoint,
+    seed, date and counts; with ``make_zip`` a ``<out_dir>.zip`` sits next to the folder.
+
+    Args:
+        generator: trained generator.
+        out_dir: destination folder (must not exist or be empty: nothing is overwritten).
+        n_per_class: images per class.
+        class_names: names for the class folders (default ``class_0``...).
+        seed: base seed; class ``k`` uses ``seed + k`` so classes are reproducible on their own.
+        model_name: recorded in the manifest.
+        checkpoint: recorded in the manifest.
+        make_zip: also write a zip archive.
+        batch_size: images per forward pass.
+    Returns:
+        The dataset folder.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder (nothing was overwritten)")
+    num_classes = _num_classes(generator)
+    if num_classes:
+        names = list(class_names) if class_names else [f"class_{k}" for k in range(num_classes)]
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} class names for a generator with {num_classes} classes")
+    else:
+        names = ["synthetic"]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    counts = {}
+    for class_index, name in enumerate(names):
+        labels = class_index if num_classes else None
+        images = to_uint8(sample(generator, n_per_class, labels, seed=seed + class_index, batch_size=batch_size))
+        folder = staging / "Training" / name
+        folder.mkdir(parents=True)
+        for index, image in enumerate(images):
+            array = image.permute(1, 2, 0).numpy()
+            Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(folder / f"{name}_{index:05d}.png")
+        counts[name] = n_per_class
+    atomic_write_json(staging / "manifest.json", {
+        "kind": "synthetic MRI dataset generated by medgan_core (not patient data)",
+        "model": model_name, "checkpoint": str(checkpoint) if checkpoint else None, "seed": seed,
+        "seeds": {name: seed + k for k, name in enumerate(names)}, "counts": counts,
+        "image_size": int(generator.config.image_size), "channels": int(generator.config.channels),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "medgan_core": __version__,
+    })
+    if out_dir.exists():
+        out_dir.rmdir()
+    staging.rename(out_dir)
+    if make_zip:
+        archive = shutil.make_archive(str(staging), "zip", root_dir=out_dir)
+        Path(archive).replace(out_dir.with_suffix(".zip"))
+    return out_dir

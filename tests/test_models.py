@@ -1,0 +1,62 @@
+"""Shapes and registry behaviour of every registered model."""
+import pytest
+import torch
+
+from medgan_core.registry import build_model, get_model_spec, list_models, make_config
+
+
+@pytest.mark.parametrize("name", sorted(list_models()))
+@pytest.mark.parametrize("image_size", [64, 128])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_generator_and_discriminator_shapes(name, image_size, channels):
+    G, D, config = build_model(name, image_size=image_size, channels=channels, g_features=8, d_features=8)
+    labels = torch.tensor([0, 1, 0]) if get_model_spec(name).conditional else None
+    z = torch.randn(3, config.z_dim)
+    images = G(z, labels)
+    assert images.shape == (3, channels, image_size, image_size)
+    assert images.min() >= -1 and images.max() <= 1  # tanh output
+    logits = D(images, labels)
+    assert logits.shape == (3,)
+    assert torch.isfinite(logits).all()
+
+
+def test_default_dcgan_is_the_classic_64px_architecture():
+    G, D, config = build_model("dcgan")
+    assert (config.image_size, config.z_dim, config.g_features) == (64, 100, 64)
+    widths = [m.out_channels for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert widths == [512, 256, 128, 64, 1]
+
+
+def test_conditional_generator_depends_on_label():
+    G, _, config = build_model("cdcgan", image_size=64, g_features=8, d_features=8)
+    G.eval()
+    z = torch.randn(1, config.z_dim).repeat(2, 1)
+    images = G(z, torch.tensor([0, 3]))
+    assert not torch.allclose(images[0], images[1])
+
+
+def test_conditional_models_require_labels():
+    G, D, config = build_model("cdcgan", image_size=64, g_features=8, d_features=8)
+    with pytest.raises(ValueError, match="needs labels"):
+        G(torch.randn(2, config.z_dim))
+    with pytest.raises(ValueError, match="needs labels"):
+        D(torch.randn(2, 1, 64, 64))
+
+
+@pytest.mark.parametrize("bad_size", [48, 100, 2, 1024])
+def test_impossible_image_size_is_rejected_clearly(bad_size):
+    with pytest.raises(ValueError, match=r"image_size=\d+ is not supported; use one of"):
+        build_model("dcgan", image_size=bad_size)
+
+
+def test_unknown_model_and_unknown_setting_fail_clearly():
+    with pytest.raises(KeyError, match="registered models"):
+        get_model_spec("no-such-gan")
+    with pytest.raises(ValueError, match="do not fit model 'dcgan'.*num_classes"):
+        make_config("dcgan", {"num_classes": 4})
+
+
+def test_registry_lists_both_dcgans_with_descriptions():
+    models = list_models()
+    assert {"dcgan", "cdcgan"} <= set(models)
+    assert all(models.values())
