@@ -69,6 +69,12 @@ class Checkpoint:
             if match:
                 state.setdefault(int(match.group(1)), {})[match.group(2)] = tensor
         optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+        # Moments were saved contiguous; give them their parameter's strides again (channels_last), since
+        # fused/foreach kernels walk param, grad and moments as flat memory.
+        for param, values in optimizer.state.items():
+            for key, value in values.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    values[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

@@ -1,0 +1,52 @@
+"""Subprocess entry for the exact-resume tests: train a tiny model, optionally hang after a step.
+
+Usage: python train_worker.py RUN_DIR MODEL MAX_STEPS CHECKPOINT_EVERY [HANG_AFTER_STEP MARKER_FILE]
+"""
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from medgan_core.config import TrainConfig
+from medgan_core.data import ImageSet
+from medgan_core.train import fit
+
+TINY_MODEL = {"g_features": 4, "d_features": 4, "z_dim": 8}
+
+
+def tiny_image_set(n: int = 48, size: int = 32, classes: int = 3) -> ImageSet:
+    """Deterministic blob images: a bright disc whose position depends on the class."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    generator = torch.Generator().manual_seed(123)
+    images, labels = [], []
+    for index in range(n):
+        label = index % classes
+        cy, cx = 8 + 8 * label, 16 + torch.randint(-3, 4, (1,), generator=generator).item()
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < 25).float()
+        images.append((disc * 200 + torch.rand(size, size, generator=generator) * 40).to(torch.uint8))
+        labels.append(label)
+    return ImageSet(torch.stack(images)[:, None], torch.tensor(labels), [f"class{k}" for k in range(classes)],
+                    source="tiny", split="train", cache_key="tiny-v1")
+
+
+def tiny_train_config(max_steps: int, checkpoint_every: int, **overrides) -> TrainConfig:
+    """Small, fast, CPU settings used by every resume test."""
+    values = dict(max_steps=max_steps, batch_size=8, checkpoint_every=checkpoint_every, sample_every=1000,
+                  log_every=1, progress=False, device="cpu", hflip=True, seed=7)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+if __name__ == "__main__":
+    run_dir, model, max_steps, every = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    hang_after = int(sys.argv[5]) if len(sys.argv) > 5 else None
+    marker = Path(sys.argv[6]) if len(sys.argv) > 6 else None
+
+    def hang(step: int) -> None:
+        if step == hang_after:
+            marker.write_text(str(step))
+            time.sleep(600)  # the test kills us with SIGKILL here
+
+    fit(model, tiny_image_set(), tiny_train_config(max_steps, every), run_dir,
+        model_config=TINY_MODEL, on_step=hang if hang_after else None)
