@@ -15,12 +15,8 @@ import torch.nn as nn
 from PIL import Image
 
 from . import __version__
+from .data import to_uint8
 from .fileio import atomic_write_bytes, atomic_write_json
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] -> uint8 in [0, 255] (values outside are clipped), on CPU."""
-    return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
 
 
 def fixed_labels(n: int, num_classes: int) -> torch.Tensor:
@@ -130,7 +126,7 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
     Returns:
         uint8 array (H', W') for 1 channel or (H', W', 3).
     """
-    images = to_uint8(images)
+    images = to_uint8(images).cpu()
     n, channels, height, width = images.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / nrow)

@@ -1,0 +1,621 @@
+"""Brain MRI folders -> cached uint8 tensors -> deterministic training batches.
+
+Three steps, each usable on its own:
+
+1. :func:`resolve_dataset` turns a dataset spec (``"demo"``, ``"kaggle:<handle>"`` or a folder) into a folder.
+2. :func:`load_images` finds the class folders (with or without Training/Testing split folders), decodes every
+   image once into a square uint8 tensor and caches the result as a safetensors file keyed by the file list and
+   the settings, so later runs skip decoding.
+3. :class:`BatchStream` serves shuffled (or class-balanced) float batches in [-1, 1] whose order depends only on
+   (seed, epoch), so a run resumed at any step sees exactly the batches it would have seen.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as save_safetensors_bytes
+
+from .config import DataConfig
+from .fileio import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+TRANSFORM_VERSION = 1  # bump whenever decode_image's output changes, so stale caches are not reused
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
+SPLIT_FOLDER_NAMES = {"train": ("train", "training"), "test": ("test", "testing")}  # compared lower-case
+KAGGLE_SHORTCUTS = {
+    "brain-tumor-mri": "masoudnickparvar/brain-tumor-mri-dataset",
+    "alzheimer-4class": "tourist55/alzheimers-dataset-4-class-of-images",
+    "brain-tumor-yes-no": "navoneel/brain-mri-images-for-brain-tumor-detection",
+}
+_IGNORED_FOLDERS = frozenset({"__MACOSX"})  # macOS zip artefacts, never a class
+_KAGGLE_HANDLE = re.compile(r"^([\w.-]+)/([\w.-]+)(?:/versions/(\d+))?$")
+_HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_EXPECTED_LAYOUT = (
+    "Expected class sub-folders of images, optionally inside split folders:\n"
+    "  <root>/<class>/*.png                                (test_fraction of each class is held out)\n"
+    "  <root>/Training/<class>/*.png + <root>/Testing/<class>/*.png   (or train/ + test/)"
+)
+
+
+class DatasetLayoutError(ValueError):
+    """The dataset folder is missing or does not hold images in a layout the loader understands."""
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A Kaggle dataset could not be downloaded and no complete copy is cached."""
+
+
+class UnreadableImageWarning(UserWarning):
+    """Some image files could not be decoded and were left out."""
+
+
+@dataclass
+class ImageSet:
+    """Decoded images of one split, held in memory.
+
+    ``files`` and ``skipped`` are paths relative to ``source``.
+    """
+
+    images: torch.Tensor  # (N, C, S, S) uint8
+    labels: torch.Tensor  # (N,) int64, indices into class_names
+    class_names: list[str]
+    source: str = ""  # folder whose sub-folders are the classes
+    split: str = "train"
+    cache_key: str = ""
+    skipped: list[str] = field(default_factory=list)  # files that could not be decoded
+    files: list[str] = field(default_factory=list)  # one per image, same order as images
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be a (N, C, S, S) uint8 tensor, got {tuple(self.images.shape)} "
+                             f"{self.images.dtype}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def channels(self) -> int:
+        """Colour channels C: 1 (gray) or 3 (RGB)."""
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        """Square side S in pixels."""
+        return self.images.shape[-1]
+
+    def class_counts(self) -> dict[str, int]:
+        """Number of images per class name (classes without images count 0)."""
+        counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
+        return dict(zip(self.class_names, counts))
+
+
+# ----------------------------------------------------------------------------------------------- dataset specs
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The folder for decoded-tensor caches and the demo set.
+
+    Args:
+        cache_dir: explicit folder (``DataConfig.cache_dir``); when None, ``$MEDGAN_CACHE`` or ``~/.cache/medgan``.
+    Returns:
+        The folder path (not created here).
+    """
+    chosen = cache_dir or os.environ.get("MEDGAN_CACHE") or Path.home() / ".cache" / "medgan"
+    return Path(chosen).expanduser()
+
+
+def resolve_dataset(spec: str, cache_dir: str | os.PathLike | None = None, *, seed: int = 0) -> Path:
+    """Turn a dataset spec into the folder that holds the dataset.
+
+    Args:
+        spec: ``"demo"`` (synthetic set built on first use), ``"kaggle:<shortcut>"`` (see ``KAGGLE_SHORTCUTS``),
+            ``"kaggle:<owner>/<name>[/versions/<N>]"``, or a local folder path.
+        cache_dir: where the demo set is built; default as in :func:`resolve_cache_dir`.
+        seed: seed of the demo set.
+    Returns:
+        The dataset root folder. Local paths are returned as given; :func:`load_images` checks them.
+    Raises:
+        ValueError: for a malformed Kaggle handle.
+        DatasetUnavailableError: when a Kaggle dataset can be neither downloaded nor found in the cache.
+    """
+    if spec == "demo":
+        from .demo_data import build_demo_dataset, demo_root  # imported late: only the demo needs it
+
+        return Path(build_demo_dataset(demo_root(resolve_cache_dir(cache_dir), seed), seed=seed))
+    if spec.startswith("kaggle:"):
+        return download_kaggle(spec.removeprefix("kaggle:"))
+    return Path(spec).expanduser()
+
+
+def download_kaggle(handle: str) -> Path:
+    """Local folder of a Kaggle dataset: the Kaggle notebook mount, a fresh download, or the kagglehub cache.
+
+    An unversioned handle makes kagglehub ask the API for the latest version even when the data is cached, so
+    offline it fails; then the newest complete version in the kagglehub cache is used, with a warning.
+
+    Args:
+        handle: a ``KAGGLE_SHORTCUTS`` key, ``owner/name`` or ``owner/name/versions/N``.
+    Returns:
+        The dataset folder.
+    Raises:
+        ValueError: for a malformed handle.
+        DatasetUnavailableError: offline (or without access) and no complete cached copy.
+    """
+    handle = KAGGLE_SHORTCUTS.get(handle, handle)
+    match = _KAGGLE_HANDLE.match(handle)
+    if match is None:
+        raise ValueError(f"Bad Kaggle handle {handle!r}: use 'owner/name', 'owner/name/versions/N' or one of "
+                         f"the shortcuts {sorted(KAGGLE_SHORTCUTS)}")
+    owner, name, version = match.group(1), match.group(2), match.group(3)
+    # kagglehub mounts attached datasets here inside Kaggle notebooks; honour its override variable too
+    mounted = Path(os.environ.get("KAGGLE_CACHE_MOUNT_FOLDER", "/kaggle/input")) / name
+    if mounted.is_dir():
+        return mounted
+
+    import kagglehub  # imported late: slow to import and only needed for Kaggle specs
+    from kagglehub.exceptions import BackendError, CredentialError, UnauthenticatedError
+
+    try:
+        return Path(kagglehub.dataset_download(handle))
+    except (OSError, BackendError, CredentialError, UnauthenticatedError) as error:  # requests errors are OSErrors
+        cached = _cached_kaggle_version(owner, name, int(version) if version else None)
+        if cached is None:
+            raise DatasetUnavailableError(
+                f"Could not download Kaggle dataset {handle!r} ({type(error).__name__}: {error}) and no complete "
+                f"copy is in the kagglehub cache ({_kagglehub_cache() / 'datasets' / owner / name}). To get it, "
+                f"either connect to the internet (private or gated data also needs Kaggle credentials: "
+                f"KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json), or download "
+                f"https://www.kaggle.com/datasets/{owner}/{name} manually, unzip it and pass the folder path as "
+                f"the dataset.") from error
+        warnings.warn(f"Kaggle is unreachable ({type(error).__name__}); using the cached copy "
+                      f"{owner}/{name} version {cached.name} at {cached}", stacklevel=2)
+        return cached
+
+
+def _kagglehub_cache() -> Path:
+    """kagglehub's cache root (same rule as ``kagglehub.config.get_cache_folder``)."""
+    return Path(os.environ.get("KAGGLEHUB_CACHE", Path.home() / ".cache" / "kagglehub"))
+
+
+def _cached_kaggle_version(owner: str, name: str, version: int | None) -> Path | None:
+    """Newest completely downloaded version (or exactly ``version``) of a dataset in the kagglehub cache."""
+    base = _kagglehub_cache() / "datasets" / owner / name
+    # kagglehub extracts into versions/<N>/ and touches <N>.complete beside versions/ only once that succeeded
+    complete = [int(marker.stem) for marker in base.glob("*.complete")
+                if marker.stem.isdigit() and (base / "versions" / marker.stem).is_dir()]
+    if version is not None:
+        complete = [number for number in complete if number == version]
+    return base / "versions" / str(max(complete)) if complete else None
+
+
+# ------------------------------------------------------------------------------------------------ folder layout
+
+@dataclass
+class _Layout:
+    """Where the images of one split are and which files belong to which class."""
+
+    folder: Path  # its sub-folders are the classes
+    class_files: dict[str, list[Path]]  # class name -> sorted image files
+    class_names: list[str]  # labels are indices here; the union over all split folders
+    carve_split: bool  # no split folders: hold out test_fraction of each class
+
+
+def _list_folder(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Sorted (sub-folders, image files) of ``folder``; hidden entries and other files are ignored."""
+    subdirs, images = [], []
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".") or entry.name in _IGNORED_FOLDERS:
+            continue
+        if entry.is_dir():
+            subdirs.append(Path(entry.path))
+        elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(Path(entry.path))
+    return sorted(subdirs), sorted(images)
+
+
+def _split_name(folder: Path) -> str | None:
+    """'train' or 'test' when the folder is a split folder, else None."""
+    return next((split for split, names in SPLIT_FOLDER_NAMES.items() if folder.name.lower() in names), None)
+
+
+def _unwrap(folder: Path) -> Path:
+    """Descend through wrapper folders that Kaggle archives often add.
+
+    A wrapper holds no images and exactly one sub-folder, which is neither a split folder nor a class folder
+    (it holds no images itself) but has sub-folders of its own.
+    """
+    while True:
+        subdirs, images = _list_folder(folder)
+        if len(subdirs) != 1 or images or _split_name(subdirs[0]):
+            return folder
+        child_subdirs, child_images = _list_folder(subdirs[0])
+        if child_images or not child_subdirs:
+            return folder
+        folder = subdirs[0]
+
+
+def _class_files(folder: Path, strict: bool = True) -> dict[str, list[Path]]:
+    """Class name -> image files for the sub-folders of ``folder`` that directly hold images.
+
+    Sub-folders holding only folders (e.g. a second copy of the dataset inside it) are ignored.
+
+    Raises:
+        DatasetLayoutError: when ``strict`` and there are no class folders or some class folder is empty.
+    """
+    subdirs, loose_images = _list_folder(folder)
+    classes, empty = {}, []
+    for subdir in subdirs:
+        nested, files = _list_folder(subdir)
+        if files:
+            classes[subdir.name] = files
+        elif not nested:
+            empty.append(subdir.name)
+    if not strict:
+        return classes
+    if not classes:
+        found = (f"{len(loose_images)} image(s) directly in it (move them into a folder named after their class)"
+                 if loose_images else "no images")
+        found += f" and sub-folders {[d.name for d in subdirs][:10]} without images" if subdirs else ""
+        raise DatasetLayoutError(f"No class folders with images in {folder}: found {found}.\n{_EXPECTED_LAYOUT}")
+    if empty:
+        raise DatasetLayoutError(f"Class folder(s) {empty} in {folder} hold no images (next to classes "
+                                 f"{sorted(classes)}); remove them or add images.\n{_EXPECTED_LAYOUT}")
+    if loose_images:
+        logger.warning("Ignoring %d image(s) directly in %s, next to the class folders", len(loose_images), folder)
+    return classes
+
+
+def _scan_layout(root: Path, split: str) -> _Layout:
+    """Interpret a dataset folder for one split."""
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DatasetLayoutError(f"Dataset folder {root} {what}. The dataset must be 'demo', 'kaggle:<owner/name>' "
+                                 f"(shortcuts: {sorted(KAGGLE_SHORTCUTS)}) or a folder.\n{_EXPECTED_LAYOUT}")
+    root = _unwrap(root)
+    split_dirs: dict[str, Path] = {}
+    for subdir in _list_folder(root)[0]:
+        name = _split_name(subdir)
+        if name in split_dirs:
+            raise DatasetLayoutError(f"{root} has two {name} folders: {split_dirs[name].name!r} and {subdir.name!r}")
+        if name:
+            split_dirs[name] = subdir
+    if not split_dirs:
+        classes = _class_files(root)
+        return _Layout(root, classes, sorted(classes), carve_split=True)
+    if split not in split_dirs:
+        present = ", ".join(d.name for d in split_dirs.values())
+        raise DatasetLayoutError(
+            f"{root} has split folder(s) {present} but no {split} split ({' or '.join(SPLIT_FOLDER_NAMES[split])}, "
+            f"any case). Use split='{next(iter(split_dirs))}', or pass a split folder itself as the dataset "
+            f"(e.g. {next(iter(split_dirs.values()))}) to hold out test_fraction of it as a test split.")
+    folder = _unwrap(split_dirs[split])
+    classes = _class_files(folder)
+    # labels must mean the same class in every split, even if a split lacks a class
+    names = set(classes).union(*(_class_files(_unwrap(d), strict=False) for d in split_dirs.values()))
+    return _Layout(folder, classes, sorted(names), carve_split=False)
+
+
+def _select_files(layout: _Layout, config: DataConfig) -> list[tuple[Path, int]]:
+    """(file, label) pairs of the requested split and per-class cap, sorted by class then name.
+
+    Each class gets its own seeded permutation, so a class's split and subset do not change when another class
+    gains files. The test split is the permutation's head; ``max_per_class`` keeps the head of what remains.
+    """
+    chosen = []
+    for label, name in enumerate(layout.class_names):
+        files = layout.class_files.get(name, [])
+        order = np.random.default_rng([config.seed, zlib.crc32(name.encode())]).permutation(len(files))
+        shuffled = [files[i] for i in order]
+        if layout.carve_split:
+            n_test = min(max(round(len(files) * config.test_fraction), 1), len(files) - 1)
+            shuffled = shuffled[:n_test] if config.split == "test" else shuffled[n_test:]
+        chosen += [(path, label) for path in sorted(shuffled[:config.max_per_class])]
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------------------- decode
+
+def check_image_size(image_size: int) -> None:
+    """Reject sizes the models cannot use.
+
+    Raises:
+        ValueError: unless ``image_size`` is a power of two >= 16 (64, 128 and 256 are the usual ones).
+    """
+    if not isinstance(image_size, int) or image_size < 16 or image_size & (image_size - 1):
+        raise ValueError(f"image_size must be a power of two >= 16 (usually 64, 128 or 256), got {image_size!r}")
+
+
+def decode_image(path: str | os.PathLike, image_size: int, channels: int = 1) -> np.ndarray:
+    """Read one image file as a square, zero-padded uint8 array.
+
+    Any PIL mode is accepted: transparency is composited on black, palette/CMYK/bilevel images are converted,
+    and 16-bit or float images are min-max stretched to 0..255 (MRI exports rarely fill the 16-bit range, so a
+    fixed division would leave them nearly black). The longer side is resized to ``image_size`` (antialiased,
+    aspect ratio kept) and the image is centred on a black square.
+
+    Args:
+        path: image file (GIFs and multi-page TIFFs give their first frame).
+        image_size: side of the square output.
+        channels: 1 for grayscale, 3 for RGB (gray sources replicated).
+    Returns:
+        Array of shape (channels, image_size, image_size), dtype uint8.
+    Raises:
+        Exception: whatever PIL raises for an unreadable file (callers skip such files).
+    """
+    mode = "L" if channels == 1 else "RGB"
+    with Image.open(path) as image:
+        image.draft(mode, (image_size, image_size))  # JPEG only: decode at a reduced scale, about 2x faster
+        image = _to_8bit(ImageOps.exif_transpose(image), mode)
+    width, height = image.size
+    scale = image_size / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    canvas = Image.new(mode, (image_size, image_size))  # black
+    canvas.paste(image.resize(size, Image.Resampling.LANCZOS),
+                 ((image_size - size[0]) // 2, (image_size - size[1]) // 2))
+    array = np.asarray(canvas)
+    return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def _to_8bit(image: Image.Image, mode: str) -> Image.Image:
+    """Any PIL image -> 8-bit ``mode`` ("L" or "RGB")."""
+    if image.mode in _HIGH_BIT_DEPTH_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        low, high = values.min(), values.max()
+        stretched = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        image = Image.fromarray(np.round(stretched).astype(np.uint8))
+    elif image.mode in _ALPHA_MODES or "transparency" in image.info:
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (0, 0, 0, 255)), image.convert("RGBA"))
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")  # PIL converts CMYK, YCbCr, P, 1, ... to RGB, but not all of them to L
+    return image.convert(mode)
+
+
+def _decode_files(paths: list[Path], image_size: int, channels: int) -> list[np.ndarray | str]:
+    """Decode files in a thread pool (PIL releases the GIL); each result is an array or an error string."""
+    def attempt(path: Path) -> np.ndarray | str:
+        try:
+            return decode_image(path, image_size, channels)
+        except Exception as error:  # noqa: BLE001 - PIL plugins raise many types for malformed files
+            return f"{type(error).__name__}: {error}"
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(attempt, paths))
+
+
+# -------------------------------------------------------------------------------------------------------- cache
+
+def _cache_key(folder: Path, chosen: list[tuple[Path, int]], class_names: list[str], config: DataConfig) -> str:
+    """Hash of everything the decoded tensors depend on; a changed, added or removed file gives a new key."""
+    files = []
+    for path, label in chosen:
+        stat = path.stat()
+        files.append([path.relative_to(folder).as_posix(), label, stat.st_size, stat.st_mtime_ns])
+    settings = {"transform_version": TRANSFORM_VERSION, "files": files, "class_names": class_names,
+                "image_size": config.image_size, "channels": config.channels, "split": config.split,
+                "max_per_class": config.max_per_class, "seed": config.seed, "test_fraction": config.test_fraction}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _read_cache(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """(tensors, metadata) of a cache file, or None when it is missing or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(path, framework="pt") as cache:
+            return {name: cache.get_tensor(name) for name in cache.keys()}, json.loads(cache.metadata()["medgan"])
+    except (OSError, ValueError, KeyError, SafetensorError) as error:
+        logger.warning("Ignoring unreadable cache file %s (%s); decoding again", path, error)
+        return None
+
+
+def _write_cache(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Write the cache atomically; a read-only cache folder only costs the speed-up."""
+    try:
+        atomic_write_bytes(path, save_safetensors_bytes(tensors, metadata={"medgan": json.dumps(metadata)}))
+    except OSError as error:
+        warnings.warn(f"Could not write the decoded-image cache {path} ({error}); the next run decodes again",
+                      stacklevel=3)
+
+
+# ---------------------------------------------------------------------------------------------------- load_images
+
+def load_images(config: DataConfig) -> ImageSet:
+    """Decode (or read from cache) the images of one split as a uint8 tensor.
+
+    Args:
+        config: dataset spec, image size, channels, split, per-class cap, test fraction, seed and cache folder.
+    Returns:
+        The split's images, labels and class names. Unreadable files are left out and listed in ``skipped``
+        (with one :class:`UnreadableImageWarning`). The source folder is never modified.
+    Raises:
+        ValueError: for invalid settings (image size, channels, split, max_per_class, test_fraction).
+        DatasetLayoutError: for a missing folder, an unrecognised layout, empty class folders or no readable image.
+        DatasetUnavailableError: when a Kaggle dataset cannot be obtained.
+    """
+    _check_config(config)
+    cache_dir = resolve_cache_dir(config.cache_dir)
+    layout = _scan_layout(resolve_dataset(config.dataset, cache_dir, seed=config.seed), config.split)
+    chosen = _select_files(layout, config)
+    if not chosen:
+        raise DatasetLayoutError(f"The {config.split} split of {layout.folder} has no images "
+                                 f"(classes {layout.class_names}).")
+    key = _cache_key(layout.folder, chosen, layout.class_names, config)
+    cache_path = cache_dir / "decoded" / f"{key}.safetensors"
+    cached = _read_cache(cache_path)
+    if cached is None:
+        tensors, metadata = _decode_split(layout.folder, chosen, config)
+        _write_cache(cache_path, tensors, metadata)
+    else:
+        tensors, metadata = cached
+    skipped = metadata["skipped"]  # [[relative path, error], ...]
+    if skipped:
+        listed = "".join(f"\n  {name} ({reason})" for name, reason in skipped[:10])
+        more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        warnings.warn(f"Skipped {len(skipped)} unreadable image file(s) in {layout.folder}:{listed}{more}",
+                      UnreadableImageWarning, stacklevel=2)
+    return ImageSet(images=tensors["images"], labels=tensors["labels"], class_names=layout.class_names,
+                    source=str(layout.folder), split=config.split, cache_key=key,
+                    skipped=[name for name, _ in skipped], files=metadata["files"])
+
+
+def _check_config(config: DataConfig) -> None:
+    """Fail early, with the valid choices, on settings the loader cannot honour."""
+    check_image_size(config.image_size)
+    if config.channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {config.channels!r}")
+    if config.split not in SPLIT_FOLDER_NAMES:
+        raise ValueError(f"split must be one of {sorted(SPLIT_FOLDER_NAMES)}, got {config.split!r}")
+    if config.max_per_class is not None and config.max_per_class < 1:
+        raise ValueError(f"max_per_class must be None or >= 1, got {config.max_per_class!r}")
+    if not 0 < config.test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), got {config.test_fraction!r}")
+
+
+def _decode_split(folder: Path, chosen: list[tuple[Path, int]],
+                  config: DataConfig) -> tuple[dict[str, torch.Tensor], dict]:
+    """Decode the chosen files into cache tensors and metadata (file names and skipped files with reasons)."""
+    started = time.perf_counter()
+    results = _decode_files([path for path, _ in chosen], config.image_size, config.channels)
+    arrays, labels, files, skipped = [], [], [], []
+    for (path, label), result in zip(chosen, results):
+        name = path.relative_to(folder).as_posix()
+        if isinstance(result, str):
+            skipped.append([name, result])
+        else:
+            arrays.append(result)
+            labels.append(label)
+            files.append(name)
+    if not arrays:
+        listed = ", ".join(name for name, _ in skipped[:10])
+        raise DatasetLayoutError(f"None of the {len(chosen)} image files in {folder} could be read "
+                                 f"(e.g. {listed}; first error: {skipped[0][1]}).")
+    logger.info("Decoded %d images from %s in %.1f s", len(arrays), folder, time.perf_counter() - started)
+    tensors = {"images": torch.from_numpy(np.stack(arrays)),  # (N, C, S, S) uint8
+               "labels": torch.tensor(labels, dtype=torch.int64)}
+    return tensors, {"files": files, "skipped": skipped}
+
+
+# ------------------------------------------------------------------------------------------------------ batches
+
+class BatchStream:
+    """Deterministic, epoch-based batches from an ImageSet; resumable at any (epoch, step).
+
+    The order of an epoch (and its flips) depends only on (seed, epoch), so ``epoch(e, start_step=k)`` yields
+    exactly the batches ``k, k+1, ...`` of ``epoch(e)``.
+
+    Args:
+        data: decoded images.
+        batch_size: images per batch.
+        seed: base seed of the shuffles.
+        balanced: draw ``len(data)`` samples per epoch with replacement, each with weight 1/(its class's size),
+            so every class is seen equally often in expectation (like ``WeightedRandomSampler``).
+        hflip: flip each sample horizontally with probability 1/2.
+        drop_last: drop the final incomplete batch.
+        device: where batches are placed.
+        channels_last: return batches in channels-last memory format.
+        resolution: side of the returned images; smaller than the stored size means area downsampling
+            (a progressive GAN trains at 4..128 px from one cache).
+    Raises:
+        ValueError: for an empty set, a non-positive batch size, a batch larger than the set with ``drop_last``,
+            or a resolution outside 1..stored size.
+    """
+
+    def __init__(self, data: ImageSet, batch_size: int, *, seed: int = 0, balanced: bool = False,
+                 hflip: bool = False, drop_last: bool = True, device: str | torch.device = "cpu",
+                 channels_last: bool = False, resolution: int | None = None):
+        if len(data) == 0:
+            raise ValueError("BatchStream needs at least one image")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if drop_last and batch_size > len(data):
+            raise ValueError(f"batch_size={batch_size} is larger than the {len(data)} images in the set, so "
+                             f"drop_last=True leaves no batch; use batch_size <= {len(data)} or drop_last=False")
+        if resolution is not None and not 1 <= resolution <= data.image_size:
+            raise ValueError(f"resolution must be between 1 and the stored size {data.image_size}, got {resolution}; "
+                             f"load the images with a larger image_size to train bigger")
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.balanced = balanced
+        self.hflip = hflip
+        self.drop_last = drop_last
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.resolution = resolution or data.image_size
+        class_sizes = torch.bincount(data.labels, minlength=len(data.class_names)).double()
+        self._weights = (1.0 / class_sizes)[data.labels]  # (N,) per-sample draw weight when balanced
+
+    def steps_per_epoch(self) -> int:
+        """Batches in one epoch."""
+        full, rest = divmod(len(self.data), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of one epoch, starting at batch ``start_step``.
+
+        Args:
+            epoch: epoch index (0-based); with the seed it fixes the order and flips.
+            start_step: batches to skip (not materialised), for resuming mid-epoch.
+        Returns:
+            Iterator of ``(x, y)``: x float32 (B, C, R, R) in [-1, 1] on the device, y int64 (B,) labels.
+        Raises:
+            ValueError: when ``start_step`` is outside 0..steps_per_epoch().
+        """
+        steps = self.steps_per_epoch()
+        if not 0 <= start_step <= steps:
+            raise ValueError(f"start_step must be between 0 and {steps}, got {start_step}")
+        return self._iterate(epoch, start_step, steps)
+
+    def _iterate(self, epoch: int, start_step: int, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.data)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if self.balanced:
+            order = torch.multinomial(self._weights, n, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(n, generator=generator)
+        # drawn for the whole epoch up front, so skipping batches leaves later flips unchanged
+        flips = torch.rand(n, generator=generator) < 0.5 if self.hflip else None
+        for step in range(start_step, steps):
+            window = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            yield self._batch(order[window], None if flips is None else flips[window])
+
+    def _batch(self, rows: torch.Tensor, flips: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.data.images[rows].to(self.device, non_blocking=True)  # (B, C, S, S) uint8
+        if flips is not None:
+            images = torch.where(flips.to(self.device)[:, None, None, None], images.flip(-1), images)
+        x = images.float().div_(127.5).sub_(1)
+        if self.resolution < self.data.image_size:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="area")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.data.labels[rows].to(self.device, non_blocking=True)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] back to uint8 0..255 (out-of-range values clipped, NaN -> 0), same device.
+
+    Args:
+        x: float tensor of any shape, e.g. (B, C, H, W) generator output.
+    Returns:
+        uint8 tensor of the same shape; exact inverse of the batch scaling for decoded images.
+    """
+    return x.detach().float().nan_to_num(-1.0).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
