@@ -152,8 +152,8 @@ def find_latest_checkpoint(folder: str | Path) -> Path | None:
     Returns:
         The path, or ``None`` when there is none.
     """
-    candidates = sorted(Path(folder).glob(CHECKPOINT_GLOB), key=lambda p: int(p.stem.split("-")[1]))
-    return candidates[-1] if candidates else None
+    numbered = [p for p in Path(folder).glob(CHECKPOINT_GLOB) if p.stem.split("-", 1)[1].isdigit()]
+    return max(numbered, key=lambda p: int(p.stem.split("-", 1)[1]), default=None)
 
 
 def checkpoint_name(step: int) -> str:
@@ -184,7 +184,10 @@ def load_generator(path: str | Path, *, use_ema: bool = True, device: str | torc
     if expected_model is not None and model_name != expected_model:
         raise CheckpointError(f"{path} is a checkpoint for model {model_name!r}, not {expected_model!r}; "
                               f"load it with expected_model={model_name!r} or pick another file")
-    generator, _, _ = build_model(model_name, checkpoint.meta["model_config"])
+    try:
+        generator, _, _ = build_model(model_name, checkpoint.meta["model_config"])
+    except (KeyError, ValueError) as error:
+        raise CheckpointError(f"{path} cannot be rebuilt: {error}") from None
     prefix = "G_ema" if use_ema and checkpoint.state_dict("G_ema") else "G"
     checkpoint.load_module(prefix, generator)
     return generator.to(device).eval(), checkpoint

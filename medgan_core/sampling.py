@@ -29,8 +29,29 @@ def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
 
 
-def _num_classes(generator: nn.Module) -> int:
+def num_classes_of(generator: nn.Module) -> int:
+    """Number of classes a generator is conditioned on (0 for unconditional models)."""
     return int(getattr(generator.config, "num_classes", 0))
+
+
+def class_names_for(generator: nn.Module, class_names: Sequence[str] | None = None) -> list[str]:
+    """Display names of a generator's classes: ``class_names`` checked against it, or ``class 0``, ``class 1``...
+
+    Args:
+        generator: a medgan generator.
+        class_names: one name per class, in label order, or ``None``.
+    Returns:
+        The names; empty for unconditional generators.
+    Raises:
+        ValueError: when the number of names differs from the generator's number of classes.
+    """
+    num_classes = num_classes_of(generator)
+    if class_names is None:
+        return [f"class {k}" for k in range(num_classes)]
+    names = [str(name) for name in class_names]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for a generator with {num_classes} classes")
+    return names
 
 
 def _model_device(module: nn.Module) -> torch.device:
@@ -44,7 +65,7 @@ def resolve_labels(generator: nn.Module, n: int, labels: int | Sequence[int] | t
     Raises:
         ValueError: for labels given to an unconditional model, or out-of-range classes.
     """
-    num_classes = _num_classes(generator)
+    num_classes = num_classes_of(generator)
     if num_classes == 0:
         if labels is not None:
             raise ValueError("this generator is unconditional: call sample() without labels")
@@ -95,7 +116,7 @@ def interpolate(generator: nn.Module, seed_a: int, seed_b: int, steps: int = 8, 
         seed_a: seed of the first latent.
         seed_b: seed of the last latent.
         steps: images in the strip (>= 2).
-        label: class for conditional generators (default class 0).
+        label: class for conditional generators (default class 0); must be None for unconditional ones.
     Returns:
         Float tensor (steps, C, S, S) in [-1, 1] on CPU.
     """
@@ -107,7 +128,9 @@ def interpolate(generator: nn.Module, seed_a: int, seed_b: int, steps: int = 8, 
         z = (1 - t) * z_a + t * z_b
     else:
         z = (torch.sin((1 - t) * omega) * z_a + torch.sin(t * omega) * z_b) / torch.sin(omega)
-    labels = resolve_labels(generator, steps, None if _num_classes(generator) == 0 else (label or 0))
+    if label is None and num_classes_of(generator):
+        label = 0
+    labels = resolve_labels(generator, steps, label)
     was_training = generator.training
     generator.eval()
     device = _model_device(generator)
@@ -184,13 +207,8 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder (nothing was overwritten)")
-    num_classes = _num_classes(generator)
-    if num_classes:
-        names = list(class_names) if class_names else [f"class_{k}" for k in range(num_classes)]
-        if len(names) != num_classes:
-            raise ValueError(f"{len(names)} class names for a generator with {num_classes} classes")
-    else:
-        names = ["synthetic"]
+    num_classes = num_classes_of(generator)
+    names = [name.replace("/", "_") for name in class_names_for(generator, class_names)] if num_classes else ["synthetic"]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     counts = {}

@@ -161,7 +161,8 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
         run_dir: folder for checkpoints, sample grids and logs.
         model_config: architecture overrides; image size/channels/classes default to the data's.
         data_config: recorded in checkpoints so a run describes its data.
-        resume: continue from the newest checkpoint in ``run_dir`` (exactly: same weights, RNG and data order).
+        resume: continue from the newest checkpoint in ``run_dir`` (exactly: same weights, RNG and data order);
+            with ``False`` a folder that already holds checkpoints is refused rather than mixed.
         on_step: called with the step number after every generator update (progress widgets, tests).
     Returns:
         A :class:`FitResult`.
@@ -199,7 +200,10 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
     total_steps = train.max_steps if train.max_steps is not None else math.ceil(train.epochs * per_epoch / train.n_critic)
 
     step, batches_seen = 0, 0
-    latest = find_latest_checkpoint(run_dir / "checkpoints") if resume else None
+    latest = find_latest_checkpoint(run_dir / "checkpoints")
+    if latest is not None and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run ({latest.name}); resume=False would mix two runs in "
+                              "one folder: choose a new run_dir, delete the folder, or resume=True")
     if latest is not None:
         checkpoint = load_checkpoint(latest)
         _check_same_model(checkpoint, model, config)

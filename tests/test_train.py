@@ -128,3 +128,26 @@ def test_corrupt_checkpoint_reports_what_to_do(tmp_path):
     truncated.write_bytes(result.checkpoint.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="not a readable safetensors checkpoint"):
         load_checkpoint(truncated)
+
+
+def test_resume_false_refuses_to_mix_two_runs_in_one_folder(tmp_path):
+    fit("dcgan", tiny_image_set(), tiny_train_config(1, 1), tmp_path, model_config=TINY_MODEL)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        fit("dcgan", tiny_image_set(), tiny_train_config(1, 1), tmp_path, model_config=TINY_MODEL, resume=False)
+
+
+def test_latest_checkpoint_is_by_step_number_and_ignores_stray_files(tmp_path):
+    from medgan_core.checkpoint import find_latest_checkpoint
+
+    for name in ["step-00000009.safetensors", "step-00000010.safetensors", "step-final.safetensors",
+                 ".step-00000011.safetensors.abc.tmp"]:
+        (tmp_path / name).write_bytes(b"")
+    assert find_latest_checkpoint(tmp_path).name == "step-00000010.safetensors"
+    assert find_latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_checkpoint_files_get_normal_permissions(tmp_path):
+    result = fit("dcgan", tiny_image_set(), tiny_train_config(1, 1), tmp_path, model_config=TINY_MODEL)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert result.checkpoint.stat().st_mode & 0o777 == 0o666 & ~umask

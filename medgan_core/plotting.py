@@ -1,0 +1,258 @@
+"""Figures for notebooks and reports (the only module that imports matplotlib).
+
+Every function returns a :class:`matplotlib.figure.Figure` and, given ``save_to``, also writes it as a PNG
+atomically. Figures come from pyplot, so Jupyter's inline backend knows how to display them, and are closed
+before being returned, so a notebook shows each one exactly once (as the cell's value). The module never
+selects a backend: PNGs are always rendered by Agg, whatever backend is active (inline, a GUI, or the Agg
+fallback matplotlib picks on a headless machine).
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from PIL import Image
+
+from .fileio import atomic_write_bytes
+from .sampling import class_names_for, fixed_labels, interpolate, make_grid, sample
+
+PADDING = 2  # pixels between tiles in image grids
+REQUIRED_COLUMNS = ("step", "d_loss", "g_loss")
+GRID_NAME = re.compile(r"step-(\d+)\.png")  # fit()'s sample grids; other files in samples/ are ignored
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """Render ``fig`` to PNG bytes (tight bounding box).
+
+    Args:
+        fig: the figure.
+        dpi: resolution.
+    Returns:
+        The PNG file contents.
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG atomically.
+
+    Args:
+        fig: the figure.
+        path: destination ``.png`` (parent folders are created).
+        dpi: resolution.
+    Returns:
+        The path.
+    """
+    return atomic_write_bytes(path, figure_png(fig, dpi))
+
+
+def plot_losses(history: pd.DataFrame, smooth: int = 1, *, save_to: str | Path | None = None) -> Figure:
+    """Training curves from ``fit``'s history: losses, D outputs and throughput against the step.
+
+    Panels: ``d_loss``/``g_loss`` (and ``wasserstein`` when logged); ``d_real``/``d_fake`` when logged;
+    ``img_per_s`` when logged.
+
+    Args:
+        history: ``FitResult.history`` or ``pd.read_csv(run_dir / "history.csv")``.
+        smooth: moving-average window in history rows (1 = raw values).
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure (one axes per panel, sharing the step axis).
+    Raises:
+        ValueError: for an empty history, missing step/loss columns, or ``smooth < 1``.
+    """
+    if history is None or history.empty:
+        raise ValueError("history is empty: it gets a row every log_every steps, so train for at least that long")
+    missing = [column for column in REQUIRED_COLUMNS if column not in history.columns]
+    if missing:
+        raise ValueError(f"history lacks column(s) {missing}; expected fit()'s history.csv with "
+                         f"{list(REQUIRED_COLUMNS)}, got {list(history.columns)}")
+    if smooth < 1:
+        raise ValueError(f"smooth must be a window of at least 1 row, got {smooth}")
+    frame = history.sort_values("step")
+    panels = [("loss", [c for c in ("d_loss", "g_loss", "wasserstein") if c in frame.columns])]
+    if {"d_real", "d_fake"} & set(frame.columns):
+        panels.append(("mean D output", [c for c in ("d_real", "d_fake") if c in frame.columns]))
+    if "img_per_s" in frame.columns:
+        panels.append(("images / s", ["img_per_s"]))
+    fig, axes = _new_figure(len(panels), 1, figsize=(8, 2.5 * len(panels)), sharex=True)
+    for ax, (ylabel, columns) in zip(axes, panels):
+        for column in columns:
+            ax.plot(frame["step"], frame[column].rolling(smooth, min_periods=1).mean(), label=column)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if len(columns) > 1:
+            ax.legend(loc="best")
+    axes[0].set_title("Training history" + (f" (moving average of {smooth} rows)" if smooth > 1 else ""))
+    axes[-1].set_xlabel("generator step")
+    return _finish(fig, save_to)
+
+
+def show_images(images: torch.Tensor, nrow: int | None = None, title: str | None = None,
+                labels: torch.Tensor | Sequence[int] | None = None, class_names: Sequence[str] | None = None,
+                *, save_to: str | Path | None = None) -> Figure:
+    """A grid of generated (or real) images.
+
+    Args:
+        images: (N, C, H, W) float in [-1, 1], C = 1 or 3.
+        nrow: images per row; default ~sqrt(N), or with ``labels`` the largest class count.
+        title: figure title.
+        labels: (N,) class indices; images are then grouped one class per row (wrapping after ``nrow``) and
+            each class is named on the left.
+        class_names: names for the label indices (default: the indices).
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure (one axes, one image).
+    Raises:
+        ValueError: for a batch of the wrong shape, or labels/class names that do not match it.
+    """
+    if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
+        raise ValueError(f"need a non-empty (N, 1 or 3, H, W) batch, got shape {tuple(images.shape)}")
+    row_names: list[str] = []
+    if labels is not None:
+        images, nrow, row_names = _rows_by_class(images, labels, nrow, class_names)
+    grid = make_grid(images, nrow, padding=PADDING)  # uint8 (H', W') or (H', W', 3)
+    height, width = grid.shape[:2]
+    fig_width = float(np.clip(width / 60, 3, 12)) + (1.5 if row_names else 0)
+    fig_height = float(np.clip(fig_width * height / width, 1.5, 14)) + (0.4 if title else 0)
+    fig, (ax,) = _new_figure(1, 1, figsize=(fig_width, fig_height))
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+    if row_names:
+        tile = images.shape[2] + PADDING
+        named = [(PADDING + row * tile + images.shape[2] / 2, name) for row, name in enumerate(row_names) if name]
+        ax.set_yticks([y for y, _ in named], [name for _, name in named])
+        ax.set_xticks([])
+        ax.tick_params(length=0)
+        ax.spines[:].set_visible(False)
+    else:
+        ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return _finish(fig, save_to)
+
+
+def plot_class_grid(generator: nn.Module, class_names: Sequence[str] | None = None, n_per_class: int = 8,
+                    seed: int = 0, *, save_to: str | Path | None = None) -> Figure:
+    """One row of samples per class from a conditional generator, class names on the left.
+
+    Args:
+        generator: a conditional medgan generator.
+        class_names: one name per class (default ``class 0``...).
+        n_per_class: images per row.
+        seed: latent seed (see :func:`medgan_core.sampling.sample`).
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure.
+    Raises:
+        ValueError: for an unconditional generator or class names that do not match it.
+    """
+    names = class_names_for(generator, class_names)
+    if not names:
+        raise ValueError("plot_class_grid needs a conditional generator; for this one use "
+                         "show_images(sample(generator, n))")
+    labels = fixed_labels(n_per_class * len(names), len(names))  # n_per_class of class 0, then class 1, ...
+    images = sample(generator, len(labels), labels, seed=seed)
+    return show_images(images, nrow=n_per_class, title=f"seed {seed}", labels=labels, class_names=names,
+                       save_to=save_to)
+
+
+def plot_interpolation(generator: nn.Module, seed_a: int, seed_b: int, steps: int = 8, label: int | None = None,
+                       class_names: Sequence[str] | None = None, *, save_to: str | Path | None = None) -> Figure:
+    """A strip of images along the spherical path between the latents of two seeds.
+
+    Args:
+        generator: a medgan generator.
+        seed_a: seed of the first image.
+        seed_b: seed of the last image.
+        steps: images in the strip.
+        label: class for conditional generators (default class 0).
+        class_names: names for the title (default ``class 0``...).
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure.
+    """
+    names = class_names_for(generator, class_names)
+    images = interpolate(generator, seed_a, seed_b, steps, label)
+    title = f"seed {seed_a} \u2192 seed {seed_b}" + (f", {names[label or 0]}" if names else "")
+    return show_images(images, nrow=steps, title=title, save_to=save_to)
+
+
+def plot_sample_progression(run_dir: str | Path, max_grids: int = 6, *, save_to: str | Path | None = None) -> Figure:
+    """The fixed-noise sample grids a run wrote (``run_dir/samples/step-*.png``) side by side, oldest first.
+
+    Args:
+        run_dir: a training run folder.
+        max_grids: at most this many grids, evenly spaced over training (first and last always shown).
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure (one axes per grid, titled with its step).
+    Raises:
+        FileNotFoundError: when the run has no sample grids yet.
+    """
+    grids = sorted((p for p in Path(run_dir).glob("samples/step-*.png") if GRID_NAME.fullmatch(p.name)), key=_step_of)
+    if not grids:
+        raise FileNotFoundError(f"no samples/step-*.png in {run_dir}: fit() writes one every sample_every steps")
+    picks = np.linspace(0, len(grids) - 1, min(max_grids, len(grids))).round().astype(int)
+    fig, axes = _new_figure(1, len(picks), figsize=(min(3 * len(picks), 18), 3.4))
+    for ax, index in zip(axes, picks):
+        with Image.open(grids[index]) as image:
+            array = np.asarray(image)
+        ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(f"step {_step_of(grids[index])}")
+        ax.axis("off")
+    return _finish(fig, save_to)
+
+
+def _step_of(grid_path: Path) -> int:
+    return int(GRID_NAME.fullmatch(grid_path.name).group(1))  # step-00000500.png -> 500
+
+
+def _rows_by_class(images: torch.Tensor, labels: torch.Tensor | Sequence[int], nrow: int | None,
+                   class_names: Sequence[str] | None) -> tuple[torch.Tensor, int, list[str]]:
+    """Reorder a batch so each class fills its own rows (blank tiles pad a class's last row).
+
+    Returns:
+        ``(tiles, images per row, name of each row)``; a class's continuation rows get an empty name.
+    """
+    labels = torch.as_tensor(labels).long().cpu()
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"need one label per image: got shape {tuple(labels.shape)} for {images.shape[0]} images")
+    classes = labels.unique(sorted=True).tolist()
+    if class_names is not None and (classes[0] < 0 or classes[-1] >= len(class_names)):
+        raise ValueError(f"labels {classes} do not index the {len(class_names)} class names")
+    images = images.detach().cpu()
+    width = nrow or int(torch.bincount(labels - labels.min()).max())
+    blank = torch.full_like(images[0], -1.0)  # renders black, like the padding
+    tiles: list[torch.Tensor] = []
+    row_names: list[str] = []
+    for label in classes:
+        members = list(images[labels == label])
+        rows = math.ceil(len(members) / width)
+        tiles += members + [blank] * (rows * width - len(members))
+        row_names += [class_names[label] if class_names is not None else str(label)] + [""] * (rows - 1)
+    return torch.stack(tiles), width, row_names
+
+
+def _new_figure(nrows: int, ncols: int, figsize: tuple[float, float], **kwargs) -> tuple[Figure, list[Axes]]:
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kwargs)
+    plt.close(fig)  # keeps it drawable and returnable, but out of pyplot's "show at cell end" list
+    return fig, list(axes.ravel())
+
+
+def _finish(fig: Figure, save_to: str | Path | None) -> Figure:
+    fig.tight_layout()
+    if save_to is not None:
+        save_figure(fig, save_to)
+    return fig

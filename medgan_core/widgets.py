@@ -1,0 +1,99 @@
+"""Interactive explorers for notebooks (the only module that imports ipywidgets).
+
+Each explorer is a row of controls above a live picture. On every change the figure is redrawn with
+:mod:`medgan_core.plotting` and shown as a PNG in an ``ipywidgets.Image``: unlike an ``Output`` area this
+needs no kernel-side display hooks, does not flicker, and its current picture can be read back (tests do).
+Sliders only report on release (``continuous_update=False``), so dragging does not queue a generator pass
+per tick.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import ipywidgets as widgets
+import torch.nn as nn
+from matplotlib.figure import Figure
+
+from .plotting import figure_png, plot_interpolation, show_images
+from .sampling import class_names_for, sample
+
+MAX_SEED = 9999
+
+
+def class_explorer(generator: nn.Module, class_names: Sequence[str] | None = None, *, max_images: int = 32,
+                   ordinal: bool = False) -> widgets.Widget:
+    """Browse samples by seed, count and (for conditional generators) class.
+
+    Args:
+        generator: a medgan generator.
+        class_names: one name per class (default ``class 0``...).
+        max_images: upper end of the number-of-images slider.
+        ordinal: pick the class with a slider instead of a dropdown, for ordered classes such as dementia stages.
+    Returns:
+        The widget (display it as a cell's last value or with ``IPython.display.display``).
+    Raises:
+        ValueError: for class names that do not match the generator.
+    """
+    names = class_names_for(generator, class_names)
+    controls = {"seed": _seed_slider("seed", 0),
+                "n": widgets.IntSlider(value=min(16, max_images), min=1, max=max_images, description="images",
+                                       continuous_update=False)}
+    if names:
+        controls["label"] = _class_control(names, ordinal)
+
+    def render(seed: int, n: int, label: int | None = None) -> Figure:
+        title = f"{names[label]}, seed {seed}" if names else f"seed {seed}"
+        return show_images(sample(generator, n, label, seed=seed), title=title)
+
+    return _live_figure(controls, render)
+
+
+def interpolation_explorer(generator: nn.Module, class_names: Sequence[str] | None = None, *,
+                           ordinal: bool = False) -> widgets.Widget:
+    """Walk the latent space between two seeds (and, for conditional generators, pick the class).
+
+    Args:
+        generator: a medgan generator.
+        class_names: one name per class (default ``class 0``...).
+        ordinal: pick the class with a slider instead of a dropdown.
+    Returns:
+        The widget.
+    Raises:
+        ValueError: for class names that do not match the generator.
+    """
+    names = class_names_for(generator, class_names)
+    controls = {"seed_a": _seed_slider("seed A", 0), "seed_b": _seed_slider("seed B", 1),
+                "steps": widgets.IntSlider(value=8, min=2, max=16, description="steps", continuous_update=False)}
+    if names:
+        controls["label"] = _class_control(names, ordinal)
+
+    def render(seed_a: int, seed_b: int, steps: int, label: int | None = None) -> Figure:
+        return plot_interpolation(generator, seed_a, seed_b, steps, label, class_names=names or None)
+
+    return _live_figure(controls, render)
+
+
+def _seed_slider(description: str, value: int) -> widgets.IntSlider:
+    return widgets.IntSlider(value=value, min=0, max=MAX_SEED, description=description, continuous_update=False)
+
+
+def _class_control(names: list[str], ordinal: bool) -> widgets.ValueWidget:
+    """A dropdown of class names, or a slider over them when the classes are ordered; the value is the label."""
+    options = [(name, label) for label, name in enumerate(names)]
+    if ordinal:
+        return widgets.SelectionSlider(options=options, value=0, description="stage", continuous_update=False)
+    return widgets.Dropdown(options=options, value=0, description="class")
+
+
+def _live_figure(controls: dict[str, widgets.ValueWidget], render: Callable[..., Figure]) -> widgets.VBox:
+    """Controls above a PNG of ``render(**values)``, redrawn whenever a control's value changes."""
+    picture = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+
+    def redraw(_change: dict | None = None) -> None:
+        picture.value = figure_png(render(**{name: control.value for name, control in controls.items()}))
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
+    row = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
+    return widgets.VBox([row, picture])

@@ -1,0 +1,68 @@
+"""Notebook hygiene, and the papermill batch path itself (nbval runs every notebook separately)."""
+import ast
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from medgan_core.batch import grid_jobs, main, parse_value, profile_jobs, run_jobs
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def test_there_is_a_notebook_per_profile_job():
+    names = {p.stem for p in NOTEBOOKS}
+    assert {job.notebook.stem for job in profile_jobs("demo")} <= names
+    assert {"01_dcgan", "02_conditional_dcgan"} <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_thin_parameterised_and_committed_without_outputs(path):
+    cells = _cells(path)
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
+    tagged = [i for i, c in enumerate(code) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    index = tagged[0]
+    assert index == 1 and 'os.environ.get("MEDGAN_SMOKE") == "1"' in "".join(code[0]["source"])
+    parameters = ast.parse("".join(code[index]["source"]))
+    assert all(isinstance(node, ast.Assign) for node in parameters.body), "parameters cell: plain assignments only"
+    for cell in code:
+        tree = ast.parse("".join(l for l in "".join(cell["source"]).splitlines(True) if not l.lstrip().startswith(("%", "!"))))
+        defined = [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.For, ast.While))]
+        assert not defined, f"notebook cells define no classes, functions or loops: {ast.unparse(defined[0])[:80]}"
+
+
+def test_parse_value_and_grid_naming(tmp_path):
+    assert parse_value("64") == 64 and parse_value("1e-3") == 0.001 and parse_value("None") is None
+    assert parse_value("../data/yes_no") == "../data/yes_no"
+    jobs = grid_jobs([Path("nb/01_dcgan.ipynb")], {"epochs": 1}, {"image_size": [64, 128]})
+    assert [j.name for j in jobs] == ["01_dcgan__image_size-64", "01_dcgan__image_size-128"]
+    assert jobs[1].parameters == {"epochs": 1, "image_size": 128}
+
+
+def test_batch_runs_a_notebook_grid_with_papermill_and_summarises(tmp_path):
+    out = tmp_path / "batch"
+    code = main(["run", str(NOTEBOOKS[0]), "--grid", "seed=0,1", "-p", "max_steps=1", "--out", str(out)])
+    assert code == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["status"].tolist() == ["ok", "ok"]
+    for job in summary["outputs"]:
+        job_dir = Path(job)
+        executed = json.loads((job_dir / NOTEBOOKS[0].name).read_text())
+        injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+        assert injected and "run_dir" in "".join(injected[0]["source"])
+        assert (job_dir / "history.csv").is_file() and list((job_dir / "checkpoints").glob("step-*.safetensors"))
+        assert (job_dir / "synthetic" / "manifest.json").is_file()
+
+
+def test_batch_records_a_failing_notebook_and_goes_on(tmp_path):
+    jobs = grid_jobs([NOTEBOOKS[0]], {"max_steps": 1}, {"image_size": [48, 64]})  # 48 px is impossible
+    summary = run_jobs(jobs, tmp_path)
+    assert summary["status"].tolist() == ["failed", "ok"]
+    assert "image_size" in summary["error"][0]
