@@ -1,0 +1,379 @@
+"""Speed of medgan_core next to plain PyTorch references, measured on the machine it runs on.
+
+    .venv/bin/python benchmarks/bench.py                  # full run, about 2-4 min on 2 CPU cores
+    .venv/bin/python benchmarks/bench.py --quick          # a few steps, to check that it runs
+    .venv/bin/python benchmarks/bench.py --device cuda --json bench.json
+
+Three measurements, medgan next to a reference in the same process, repeated in rounds; medians are printed
+with the spread of the rounds (the machine may be shared, so read the spread before the ratio):
+
+1. Training img/s of DCGAN at 64 px, batch 64: ``medgan_core.train.fit`` (the real loop: EMA, history logging,
+   channels-last, fused Adam, AMP on CUDA, all TrainConfig defaults; progress bar off, samples/checkpoints only
+   at the end, outside the timed window) next to the pytorch/examples ``dcgan/main.py`` loop written out below
+   (same layers, default memory format, default Adam, no EMA, no logging), interleaved step by step. Both see
+   in-memory batches of the same random images: fit as an ImageSet, the reference as pre-made float batches.
+2. Data pipeline img/s on the real ``brain_tumor_mri_small`` Training set at 64 px: one epoch of the cached
+   ``load_images`` + ``BatchStream`` (batch 64, hflip) next to one epoch of torchvision ``ImageFolder`` +
+   transforms + ``DataLoader(num_workers=2)``, which decodes every epoch; plus the first (cold) decode into a
+   fresh cache folder. Rows are skipped with a message when ``<repo>/../shared/data`` lacks the set.
+3. Generation img/s at 128 px: ``sampling.sample(G, n=256, batch_size=64)`` for DCGAN and cDCGAN next to a plain
+   ``torch.no_grad()`` loop over the same generator.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from medgan_core.config import DataConfig, TrainConfig
+from medgan_core.data import BatchStream, ImageSet, load_images
+from medgan_core.registry import build_model
+from medgan_core.sampling import sample
+from medgan_core.train import fit, resolve_device
+
+DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA_SET = "brain_tumor_mri_small"
+NZ, NGF, NDF, NC = 100, 64, 64, 1  # the default DCGAN at 64 px, grayscale
+BATCH = 64
+WARMUP = 3
+NEVER = 10 ** 9  # sample/checkpoint interval that never fires inside the timed window
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so wall-clock times cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def alternate(rounds: int, medgan: Callable[[], float], reference: Callable[[], float]) -> tuple[list, list]:
+    """Run ``rounds`` rounds of both measurements, swapping which goes first each round.
+
+    Returns:
+        (medgan values, reference values), one per round.
+    """
+    ours, theirs = [], []
+    for index in range(rounds):
+        if index % 2:
+            theirs.append(reference())
+            ours.append(medgan())
+        else:
+            ours.append(medgan())
+            theirs.append(reference())
+    return ours, theirs
+
+
+# ------------------------------------------------------------------------------------------------- 1. training
+
+def weights_init(module: nn.Module) -> None:
+    """DCGAN init from pytorch/examples: N(0, 0.02) convs, N(1, 0.02) BatchNorm scales."""
+    name = type(module).__name__
+    if "Conv" in name:
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif "BatchNorm" in name:
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def reference_models(device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """netG and netD of pytorch/examples dcgan, same widths (and biases) as medgan's DCGAN at 64 px."""
+    netG = nn.Sequential(
+        nn.ConvTranspose2d(NZ, NGF * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(NGF * 8), nn.ReLU(True),  # 4x4
+        nn.ConvTranspose2d(NGF * 8, NGF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 4), nn.ReLU(True),  # 8x8
+        nn.ConvTranspose2d(NGF * 4, NGF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 2), nn.ReLU(True),  # 16x16
+        nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF), nn.ReLU(True),  # 32x32
+        nn.ConvTranspose2d(NGF, NC, 4, 2, 1), nn.Tanh(),  # 64x64
+    )
+    netD = nn.Sequential(
+        nn.Conv2d(NC, NDF, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),  # 32x32
+        nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 2), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(NDF * 2, NDF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 4), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(NDF * 4, NDF * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 8), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(NDF * 8, 1, 4, 1, 0),  # 1x1 logit
+    )
+    return netG.to(device).apply(weights_init), netD.to(device).apply(weights_init)
+
+
+class ReferenceLoop:
+    """The pytorch/examples DCGAN training loop, one iteration per :meth:`step`, over pre-made batches."""
+
+    def __init__(self, batches: list[torch.Tensor], device: torch.device):
+        torch.manual_seed(0)
+        self.batches, self.device, self.index = batches, device, 0
+        self.netG, self.netD = reference_models(device)
+        self.criterion = nn.BCEWithLogitsLoss()
+        self.optimizerD = torch.optim.Adam(self.netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.optimizerG = torch.optim.Adam(self.netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+
+    def step(self) -> None:
+        """One D update and one G update, as in ``dcgan/main.py`` (without its printing and image saving)."""
+        netG, netD, criterion, device = self.netG, self.netD, self.criterion, self.device
+        real_label, fake_label = 1.0, 0.0
+        real = self.batches[self.index % len(self.batches)]
+        self.index += 1
+        ############################
+        # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+        ###########################
+        # train with real
+        netD.zero_grad()
+        batch_size = real.size(0)
+        label = torch.full((batch_size,), real_label, dtype=real.dtype, device=device)
+        output = netD(real).view(-1)
+        errD_real = criterion(output, label)
+        errD_real.backward()
+        # train with fake
+        noise = torch.randn(batch_size, NZ, 1, 1, device=device)
+        fake = netG(noise)
+        label.fill_(fake_label)
+        output = netD(fake.detach()).view(-1)
+        errD_fake = criterion(output, label)
+        errD_fake.backward()
+        self.optimizerD.step()
+        ############################
+        # (2) Update G network: maximize log(D(G(z)))
+        ###########################
+        netG.zero_grad()
+        label.fill_(real_label)  # fake labels are real for generator cost
+        output = netD(fake).view(-1)
+        errG = criterion(output, label)
+        errG.backward()
+        self.optimizerG.step()
+
+
+def paired_round(data: ImageSet, batches: list[torch.Tensor], steps: int, device: torch.device) -> dict:
+    """One round of ``fit`` and the reference loop, interleaved step by step.
+
+    ``fit``'s ``on_step`` callback runs one reference step after every fit step, so both loops see the same
+    machine load at the same moments (this machine is shared and noisy). Each loop's step time is the time
+    between the callback's boundaries; setup happens before step 1 and falls in the warm-up. ``fit`` runs one
+    step past the window: its end-of-run log row, sample grid and checkpoint fire there.
+
+    Returns:
+        fit and reference img/s over the ``steps`` steps after ``WARMUP`` warm-up steps, and the end-of-run
+        cost in seconds (that last step minus a median step).
+    """
+    reference = ReferenceLoop(batches, device)
+    fit_times, reference_times = [], []
+    resumed = time.perf_counter()
+
+    def on_step(step: int) -> None:
+        nonlocal resumed
+        sync(device)
+        fit_times.append(time.perf_counter() - resumed)
+        if step <= WARMUP + steps:
+            started = time.perf_counter()
+            reference.step()
+            sync(device)
+            reference_times.append(time.perf_counter() - started)
+        resumed = time.perf_counter()
+
+    config = TrainConfig(max_steps=WARMUP + steps + 1, batch_size=BATCH, sample_every=NEVER,
+                         checkpoint_every=NEVER, progress=False, device=str(device))
+    with tempfile.TemporaryDirectory(prefix="medgan-bench-") as run_dir:
+        fit("dcgan", data, config, run_dir, on_step=on_step)  # the default DCGAN: z 100, 64 features
+    window = slice(WARMUP, WARMUP + steps)
+    return {"fit": steps * BATCH / sum(fit_times[window]),
+            "reference": steps * BATCH / sum(reference_times[window]),
+            "end_of_run_s": fit_times[-1] - statistics.median(fit_times[window])}
+
+
+def bench_training(device: torch.device, steps: int, rounds: int) -> list[dict]:
+    """Rows for measurement 1."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16 * BATCH, NC, 64, 64), dtype=torch.uint8, generator=generator)
+    data = ImageSet(images=images, labels=torch.zeros(len(images), dtype=torch.int64), class_names=["random"])
+    batches = list((images.float() / 127.5 - 1).to(device).split(BATCH))
+    results = [paired_round(data, batches, steps, device) for _ in range(rounds)]
+    amp = " (AMP)" if device.type == "cuda" else ""
+    return [
+        row(f"train DCGAN 64 px, batch {BATCH}: fit{amp} vs pytorch/examples loop",
+            [r["fit"] for r in results], [r["reference"] for r in results],
+            f"steps interleaved; {WARMUP} warm-up + {steps} timed steps x {rounds} rounds; goal >= 1.0x"),
+        {"what": "fit end-of-run log + sample grid + checkpoint (outside the window)",
+         "medgan": [r["end_of_run_s"] for r in results], "unit": "s"},
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- 2. data pipeline
+
+def medgan_epoch(data: ImageSet, device: torch.device) -> float:
+    """img/s of one BatchStream epoch (batch 64, hflip, channels-last as in fit) from decoded images."""
+    stream = BatchStream(data, BATCH, seed=0, hflip=True, device=device, channels_last=True)
+    started = time.perf_counter()
+    count = sum(x.shape[0] for x, _ in stream.epoch(0))
+    sync(device)
+    return count / (time.perf_counter() - started)
+
+
+def torchvision_epoch(folder: Path, device: torch.device) -> float:
+    """img/s of one epoch of the usual ImageFolder + transforms + DataLoader pipeline (decodes every epoch)."""
+    from torchvision import datasets, transforms  # imported late: only this reference needs it
+
+    transform = transforms.Compose([
+        transforms.Grayscale(1), transforms.Resize(64), transforms.CenterCrop(64),
+        transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,)),
+    ])
+    dataset = datasets.ImageFolder(str(folder), transform=transform)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=2)
+    started = time.perf_counter()  # includes starting the workers, as every non-persistent epoch does
+    count = sum(x.to(device).shape[0] for x, _ in loader)
+    sync(device)
+    return count / (time.perf_counter() - started)
+
+
+def bench_data(device: torch.device, rounds: int) -> list[dict]:
+    """Rows for measurement 2 (empty with a message when the real data set is absent)."""
+    folder = DATA_ROOT / DATA_SET
+    if not (folder / "Training").is_dir():
+        print(f"skipping the data pipeline rows: {folder}/Training not found (see /work/shared/data/README.md)")
+        return []
+    with tempfile.TemporaryDirectory(prefix="medgan-bench-cache-") as cache_dir:
+        config = DataConfig(dataset=str(folder), image_size=64, split="train", cache_dir=cache_dir)
+        started = time.perf_counter()
+        data = load_images(config)  # fresh cache folder: decodes every file, writes the cache
+        cold = len(data) / (time.perf_counter() - started)
+        warm = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            load_images(config)  # scans the folder, hashes the file list, reads the cache
+            warm.append(len(data) / (time.perf_counter() - started))
+        ours, theirs = alternate(rounds, lambda: medgan_epoch(data, device),
+                                 lambda: torchvision_epoch(folder / "Training", device))
+    return [
+        row(f"data: 1 epoch of {DATA_SET} (64 px, batch {BATCH}): BatchStream vs ImageFolder+DataLoader(2 workers)",
+            ours, theirs, f"{len(data)} images, {rounds} rounds; goal >= 20x"),
+        row("data: first load_images (cold decode + cache write) vs one DataLoader epoch", [cold], theirs,
+            "decoded once; later runs read the cache"),
+        row("data: load_images with a warm cache (scan + hash + read)", warm, None, "once per run, not per epoch"),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------- 3. generation
+
+def plain_generate(G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> float:
+    """img/s of a plain batched no-grad loop over ``G`` (batch 64, results copied to CPU like ``sample``)."""
+    started = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, len(z), BATCH):
+            chunk = None if labels is None else labels[start:start + BATCH]
+            G(z[start:start + BATCH], chunk).float().cpu()
+    return len(z) / (time.perf_counter() - started)
+
+
+def medgan_generate(G: nn.Module, n: int) -> float:
+    """img/s of ``sampling.sample(G, n, batch_size=64)`` (it returns CPU tensors, so it waits for the device)."""
+    started = time.perf_counter()
+    sample(G, n, batch_size=BATCH)
+    return n / (time.perf_counter() - started)
+
+
+def bench_generation(device: torch.device, n: int, rounds: int) -> list[dict]:
+    """Rows for measurement 3, plus ``sample`` on a channels-last copy of the DCGAN generator.
+
+    ``build_model`` (and so checkpoint/hub loading) gives contiguous weights, while ``fit`` returns its G_ema in
+    channels-last; the last row shows what that layout is worth for sampling.
+    """
+    rows = []
+    for name in ("dcgan", "cdcgan"):
+        torch.manual_seed(0)
+        G, _, config = build_model(name, image_size=128)
+        G = G.to(device).eval()
+        z = torch.randn(n, config.z_dim, device=device)
+        labels = torch.arange(n, device=device) % config.num_classes if name == "cdcgan" else None
+        medgan_generate(G, BATCH)  # warm-up: the first passes allocate and pick kernels
+        plain_generate(G, z[:BATCH], None if labels is None else labels[:BATCH])
+        ours, theirs = alternate(rounds, lambda: medgan_generate(G, n), lambda: plain_generate(G, z, labels))
+        rows.append(row(f"generate {name} 128 px: sample(n={n}, batch_size={BATCH}) vs plain no_grad loop",
+                        ours, theirs, f"{rounds} rounds"))
+        if name == "dcgan":
+            G_cl = copy.deepcopy(G).to(memory_format=torch.channels_last)
+            medgan_generate(G_cl, BATCH)
+            ours, theirs = alternate(rounds, lambda: medgan_generate(G_cl, n), lambda: medgan_generate(G, n))
+            rows.append(row("generate dcgan 128 px: sample() with G in channels-last vs contiguous G",
+                            ours, theirs, f"{rounds} rounds; same images"))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------- report
+
+def row(what: str, ours: list[float], theirs: list[float] | None, note: str) -> dict:
+    """One result row: per-round values and their medians (img/s)."""
+    result = {"what": what, "medgan": ours, "reference": theirs, "note": note, "unit": "img/s",
+              "medgan_median": statistics.median(ours)}
+    if theirs:
+        result["reference_median"] = statistics.median(theirs)
+        result["ratio"] = result["medgan_median"] / result["reference_median"]
+    return result
+
+
+def spread(values: list[float], digits: int = 0) -> str:
+    """``min-max`` of the rounds, to show the noise."""
+    return f"{min(values):,.{digits}f}-{max(values):,.{digits}f}" if len(values) > 1 else "1 round"
+
+
+def print_table(rows: list[dict], env: dict) -> None:
+    """The results as a markdown table, then the environment."""
+    print("\n| what | medgan img/s | reference img/s | ratio | rounds min-max (medgan; reference; ratio) / note |")
+    print("|---|---:|---:|---:|---|")
+    for result in rows:
+        if result["unit"] == "s":
+            median = statistics.median(result["medgan"])
+            print(f"| {result['what']} | {median:.2f} s | | | {len(result['medgan'])} runs |")
+            continue
+        theirs = result["reference"]
+        reference = f"{result['reference_median']:,.0f}" if theirs else "-"
+        ratio = f"{result['ratio']:.2f}x" if theirs else "-"
+        rounds = spread(result["medgan"]) + (f"; {spread(theirs)}" if theirs else "")
+        if theirs and len(theirs) == len(result["medgan"]) > 1:
+            rounds += f"; ratio {spread([a / b for a, b in zip(result['medgan'], theirs)], 2)}"
+        print(f"| {result['what']} | {result['medgan_median']:,.0f} | {reference} | {ratio} | "
+              f"{rounds} / {result['note']} |")
+    print("\n" + "  ".join(f"{key}: {value}" for key, value in env.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the options, run the three measurements, print the table (and write the JSON)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few steps and one round, to check that it runs")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', ...")
+    parser.add_argument("--steps", type=int, help="timed training steps per round (default 20; --quick 4)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds per measurement (default 3; --quick 1)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    steps = args.steps or (4 if args.quick else 20)
+    rounds = args.rounds or (1 if args.quick else 3)
+    device = resolve_device(args.device)
+    env = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "command": shlex.join(sys.orig_argv),
+    }
+    print("  ".join(f"{key}: {value}" for key, value in env.items()), flush=True)
+
+    rows = []
+    for title, bench in (("training", lambda: bench_training(device, steps, rounds)),
+                         ("data pipeline", lambda: bench_data(device, rounds)),
+                         ("generation", lambda: bench_generation(device, 64 if args.quick else 256, rounds))):
+        started = time.perf_counter()
+        rows += bench()
+        print(f"{title}: done in {time.perf_counter() - started:.0f} s", flush=True)
+    print_table(rows, env)
+    if args.json:
+        args.json.write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
