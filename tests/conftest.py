@@ -103,3 +103,22 @@ def shared_data_dir() -> Path:
 def shared_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One decoded-tensor cache for the whole session, so real sets are decoded once."""
     return tmp_path_factory.mktemp("medgan-cache")
+
+
+TINY_GAN = {"image_size": 32, "g_features": 4, "d_features": 4, "z_dim": 8}  # milliseconds per forward pass
+
+
+@pytest.fixture(scope="module")
+def conditional():
+    """A tiny, untrained 3-class conditional DCGAN generator (32 px)."""
+    from medgan_core.registry import build_model
+
+    return build_model("cdcgan", **TINY_GAN, num_classes=3)[0]
+
+
+@pytest.fixture(scope="module")
+def unconditional():
+    """A tiny, untrained DCGAN generator (32 px)."""
+    from medgan_core.registry import build_model
+
+    return build_model("dcgan", **TINY_GAN)[0]

@@ -16,7 +16,7 @@ from medgan_core.hub import (HubUnreachableError, PretrainedError, from_pretrain
 from medgan_core.registry import build_model
 from medgan_core.sampling import latents
 
-TINY = {"image_size": 32, "g_features": 4, "d_features": 4, "z_dim": 8}
+from conftest import TINY_GAN as TINY
 CLASSES = ["glioma", "meningioma", "pituitary"]
 PRETRAINED_FILES = {"config.json", "model.safetensors", "samples.png", "README.md"}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -1,7 +1,6 @@
 """Figures from tiny generators and synthetic histories: structure, channels, PNG output, clear errors."""
 import io
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,23 +10,9 @@ from PIL import Image
 from medgan_core.sampling import class_names_for
 from medgan_core.plotting import (figure_png, plot_class_grid, plot_interpolation, plot_losses,
                                   plot_sample_progression, show_images)
-from medgan_core.registry import build_model
 from medgan_core.sampling import save_grid
 
-matplotlib.use("Agg")  # tests are headless; the module itself never picks a backend
-
-TINY = {"image_size": 32, "g_features": 4, "d_features": 4, "z_dim": 8}
 CLASSES = ["CN", "MCI", "AD"]
-
-
-@pytest.fixture(scope="module")
-def conditional():
-    return build_model("cdcgan", **TINY, num_classes=3)[0]
-
-
-@pytest.fixture(scope="module")
-def unconditional():
-    return build_model("dcgan", **TINY)[0]
 
 
 def history(**extra_columns) -> pd.DataFrame:

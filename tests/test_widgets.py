@@ -2,27 +2,12 @@
 import io
 
 import ipywidgets as widgets
-import matplotlib
 import pytest
 from PIL import Image
 
 from medgan_core import widgets as explorers
-from medgan_core.registry import build_model
 
-matplotlib.use("Agg")  # tests are headless; the module itself never picks a backend
-
-TINY = {"image_size": 32, "g_features": 4, "d_features": 4, "z_dim": 8}
 STAGES = ["CN", "MCI", "AD"]
-
-
-@pytest.fixture(scope="module")
-def conditional():
-    return build_model("cdcgan", **TINY, num_classes=3)[0]
-
-
-@pytest.fixture(scope="module")
-def unconditional():
-    return build_model("dcgan", **TINY)[0]
 
 
 def controls(explorer: widgets.Widget) -> dict[str, widgets.Widget]:
