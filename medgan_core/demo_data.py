@@ -26,7 +26,7 @@ from PIL import Image
 from scipy import ndimage
 
 DEMO_CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
-DEMO_VERSION = 1  # bump when the generated images change: it is part of the cache folder name
+DEMO_VERSION = 2  # bump when the generated images change: it is part of the cache folder name
 VIEWS = ("axial", "coronal", "sagittal")
 VIEW_WEIGHTS = (0.5, 0.25, 0.25)
 SELLA_VOXEL = (98, 138, 44)  # (x, y, z) of the pituitary fossa in the 1 mm template grid
@@ -61,7 +61,10 @@ def _slice(view: str, index: int) -> tuple[np.ndarray, np.ndarray]:
     volume, mask = _template()
     take = {"axial": lambda a: a[:, :, index], "coronal": lambda a: a[:, index, :],
             "sagittal": lambda a: a[index, :, :]}[view]
-    image, brain = np.rot90(take(volume)).copy(), np.rot90(take(mask)).copy()
+    image, brain = np.rot90(take(volume)), np.rot90(take(mask))
+    if view == "sagittal":  # face to the viewer's left, as radiologists display sagittal slices
+        image, brain = image[:, ::-1], brain[:, ::-1]
+    image, brain = image.copy(), brain.copy()
     image.flags.writeable = brain.flags.writeable = False  # cached: lesions and augmentations work on copies
     return image, brain
 
@@ -79,8 +82,8 @@ def _sella_in_slice(view: str) -> tuple[int, int]:
     volume, _ = _template()
     x, y, z = SELLA_VOXEL
     nx, ny, nz = volume.shape
-    # rot90 maps array (i, j) of an (A, B) slice to (B - 1 - j, i)
-    return {"axial": (ny - 1 - y, x), "coronal": (nz - 1 - z, x), "sagittal": (nz - 1 - z, y)}[view]
+    # rot90 maps array (i, j) of an (A, B) slice to (B - 1 - j, i); sagittal slices are then mirrored
+    return {"axial": (ny - 1 - y, x), "coronal": (nz - 1 - z, x), "sagittal": (nz - 1 - z, ny - 1 - y)}[view]
 
 
 @functools.lru_cache(maxsize=None)
@@ -202,10 +205,12 @@ def _augment(image: np.ndarray, head: np.ndarray, rng: np.random.Generator) -> n
     top, left = (rows.min() + rows.max() - side) // 2, (cols.min() + cols.max() - side) // 2
     padded = np.pad(image, side)
     crop = padded[top + side:top + 2 * side, left + side:left + 2 * side]  # (side, side)
+    inside = np.pad(head, side)[top + side:top + 2 * side, left + side:left + 2 * side]
     gain, gamma = rng.uniform(0.85, 1.15), rng.uniform(0.75, 1.3)
     crop = np.clip(crop, 0, 1) ** gamma * gain
     noise = rng.uniform(0.005, 0.025)
     crop = np.hypot(crop + noise * rng.standard_normal(crop.shape), noise * rng.standard_normal(crop.shape))
+    crop[~inside] = 0  # Rician noise inside the head only: the background stays black
     return np.clip(crop, 0, 1)
 
 
@@ -271,10 +276,25 @@ def build_demo_dataset(root: str | Path, *, seed: int = 0, n_train_per_class: in
                     Image.fromarray(render_demo_image(label, rng, image_size)).save(folder / f"{label}_{index:05d}.png")
         (staging / "README.txt").write_text(README.format(version=DEMO_VERSION, seed=seed))
         (staging / ".complete").write_text(json.dumps(params))
-        if root.exists():
-            shutil.rmtree(root)  # an incomplete or outdated build
-        staging.rename(root)
+        _move_into_place(staging, root, params)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+        _slice.cache_clear()  # ~200 MB of per-slice arrays: free them for the training that follows
+        _geometry.cache_clear()
     return root
+
+
+def _move_into_place(staging: Path, root: Path, params: dict) -> None:
+    """Rename ``staging`` to ``root``; an outdated build there is swapped out, never deleted while in place."""
+    try:
+        staging.rename(root)  # atomic; also replaces an empty folder
+        return
+    except OSError:
+        marker = root / ".complete"
+        if marker.is_file() and json.loads(marker.read_text()) == params:
+            return  # a concurrent build of the same set finished first
+    outdated = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent))
+    root.rename(outdated / root.name)
+    staging.rename(root)
+    shutil.rmtree(outdated, ignore_errors=True)

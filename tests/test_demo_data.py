@@ -92,3 +92,22 @@ def test_pituitary_images_come_only_from_slices_through_the_sella(monkeypatch):
     axis = {"axial": 2, "coronal": 1, "sagittal": 0}
     for view, index in seen:
         assert abs(index - demo_data.SELLA_VOXEL[axis[view]]) <= demo_data.SELLA_HALF_RANGE
+
+
+def test_background_outside_the_head_stays_black():
+    rng = np.random.default_rng(1)
+    for label in DEMO_CLASSES:
+        image = render_demo_image(label, rng, 64)
+        corners = np.r_[image[:3, :3].ravel(), image[:3, -3:].ravel(), image[-3:, :3].ravel(), image[-3:, -3:].ravel()]
+        assert corners.max() <= 3, f"{label}: background noise {corners.max()}"
+        assert image[24:40, 24:40].mean() > 40, "the head is still there"
+
+
+def test_a_build_with_other_parameters_replaces_the_old_one(tmp_path):
+    root = build_demo_dataset(tmp_path / "set", seed=3, **SMALL)
+    build_demo_dataset(root, seed=3, n_train_per_class=1, n_test_per_class=1, image_size=32)
+    assert json.loads((root / ".complete").read_text())["image_size"] == 32
+    assert len(list((root / "Training" / "glioma").glob("*.png"))) == 1
+    with Image.open(next((root / "Testing" / "notumor").glob("*.png"))) as image:
+        assert image.size == (32, 32)
+    assert [p.name for p in tmp_path.iterdir()] == ["set"], "no staging or outdated folder left behind"

@@ -60,3 +60,14 @@ def test_registry_lists_both_dcgans_with_descriptions():
     models = list_models()
     assert {"dcgan", "cdcgan"} <= set(models)
     assert all(models.values())
+
+
+def test_minibatch_stddev_feature_measures_batch_diversity():
+    from medgan_core.models.layers import MinibatchStdDev
+
+    layer = MinibatchStdDev(group_size=4)
+    same = torch.ones(8, 3, 4, 4)
+    out = layer(same)
+    assert out.shape == (8, 4, 4, 4) and torch.allclose(out[:, 3], torch.full((8, 4, 4), 1e-4), atol=1e-4)
+    varied = torch.randn(6, 3, 4, 4) * 2  # group size falls back to gcd(6, 4) = 2
+    assert layer(varied)[:, 3].mean() > 1.0

@@ -19,11 +19,12 @@ class ConditionalDCGANConfig:
     image_size: int = 128  # S1 trained at 128 px
     channels: int = 1
     z_dim: int = 100  # S1: 100
-    embed_dim: int = 16  # label embedding concatenated to z
+    embed_dim: int = 4  # label embedding concatenated to z (S1: 4; 16 let G ignore z, one image per class)
     g_features: int = 64
     d_features: int = 64
     max_features: int = 512
-    d_batchnorm: bool = False  # S1's discriminator has no BatchNorm
+    d_batchnorm: bool = True  # S1's D had none; with it samples were sharper in our demo runs
+    d_minibatch_std: bool = True  # D sees batch diversity: guards against one image per class
 
 
 class Generator(nn.Module):
@@ -54,7 +55,8 @@ class Discriminator(nn.Module):
         size = config.image_size
         self.label_map = nn.Embedding(config.num_classes, size * size)
         widths = stage_widths(size, config.d_features, config.max_features)
-        self.net = dcgan_discriminator_stack(config.channels + 1, widths, batchnorm=config.d_batchnorm)
+        self.net = dcgan_discriminator_stack(config.channels + 1, widths, batchnorm=config.d_batchnorm,
+                                             minibatch_std=config.d_minibatch_std)
         self.apply(dcgan_init_)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

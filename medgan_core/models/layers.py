@@ -1,6 +1,9 @@
 """Blocks shared by several GANs (DCGAN family). Model-specific layers stay in their model file."""
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn as nn
 
 VALID_SIZES = (32, 64, 128, 256, 512)
@@ -78,20 +81,43 @@ def dcgan_generator_stack(in_features: int, widths: list[int], channels: int) ->
     return nn.Sequential(*layers)
 
 
-def dcgan_discriminator_stack(in_channels: int, widths: list[int], batchnorm: bool = True) -> nn.Sequential:
+class MinibatchStdDev(nn.Module):
+    """Append the mean standard deviation across groups of samples as one extra channel (ProGAN).
+
+    A discriminator that sees how varied a batch is can punish a generator that ignores its noise.
+    """
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        group = math.gcd(batch, self.group_size)  # largest group size dividing the batch
+        grouped = x.float().view(group, -1, channels, height, width)  # (G, B/G, C, H, W)
+        std = grouped.var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))  # (B/G,)
+        feature = std.to(x.dtype).repeat(group).view(batch, 1, 1, 1).expand(batch, 1, height, width)
+        return torch.cat([x, feature], dim=1)
+
+
+def dcgan_discriminator_stack(in_channels: int, widths: list[int], batchnorm: bool = True,
+                              minibatch_std: bool = False) -> nn.Sequential:
     """(B, in_channels, S, S) -> (B, 1, 1, 1) logits; ``widths`` listed from 4x4 upwards as in the generator.
 
     Args:
         in_channels: image channels (plus label-map channels if conditional).
         widths: from :func:`stage_widths`, reversed internally (narrow at full resolution).
         batchnorm: BatchNorm in the inner blocks (never on the first layer, as in DCGAN).
+        minibatch_std: add a :class:`MinibatchStdDev` channel before the last conv (against mode collapse).
     Returns:
         The discriminator body.
     """
     down = widths[::-1]
     layers: list[nn.Module] = [DownBlock(in_channels, down[0], batchnorm=False)]
     layers += [DownBlock(w_in, w_out, batchnorm) for w_in, w_out in zip(down[:-1], down[1:])]
-    layers.append(nn.Conv2d(down[-1], 1, 4, stride=1, padding=0))  # (B, 1, 1, 1)
+    if minibatch_std:
+        layers.append(MinibatchStdDev())
+    layers.append(nn.Conv2d(down[-1] + int(minibatch_std), 1, 4, stride=1, padding=0))  # (B, 1, 1, 1)
     return nn.Sequential(*layers)
 
 
