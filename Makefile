@@ -21,4 +21,4 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m medgan_core.batch demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 MEDGAN_SMOKE=1 $(PY) -m pytest -q --nbval-lax tests notebooks
+	HF_HUB_OFFLINE=1 MEDGAN_SMOKE=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env tests notebooks

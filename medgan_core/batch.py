@@ -29,9 +29,9 @@ from .runtime import output_root
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
-# Demo: <= 5.5 minutes of CPU training per notebook (~3,000 steps on 2 cores), recognisable brains at 64 px.
+# Demo: <= 5 minutes of CPU training per notebook (~3,300 steps on 2 cores), recognisable brains at 64 px.
 # Batch 32 and half-width nets: on CPU more, cheaper updates beat fewer, bigger ones in a fixed time.
-_DEMO_COMMON = {"dataset": "demo", "image_size": 64, "batch_size": 32, "max_steps": 4000, "max_minutes": 5.5,
+_DEMO_COMMON = {"dataset": "demo", "image_size": 64, "batch_size": 32, "max_steps": 4000, "max_minutes": 5.0,
                 "g_features": 32, "d_features": 32, "sample_every": 500, "checkpoint_every": 1000}
 PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "demo": [
