@@ -39,9 +39,16 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         # S1's D learning rate (5e-5) left D at chance and G collapsed in short CPU runs: use 2e-4 here
         ("02_conditional_dcgan", {**_DEMO_COMMON, "lr_d": 2e-4}),
     ],
+    # every notebook on the demo set, ~16 minutes on 2 CPU cores
+    "all": [
+        ("01_dcgan", _DEMO_COMMON),
+        ("02_conditional_dcgan", {**_DEMO_COMMON, "lr_d": 2e-4}),
+        ("03_wgan_gp", {**_DEMO_COMMON, "max_steps": 1000}),
+    ],
     "smoke": [
         ("01_dcgan", {"max_steps": 2}),
         ("02_conditional_dcgan", {"max_steps": 2}),
+        ("03_wgan_gp", {"max_steps": 2}),
     ],
 }
 

@@ -57,7 +57,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     channels_last: bool = True
     progress: bool = True  # tqdm progress bar
-    extra: dict[str, Any] = field(default_factory=dict)  # model-specific loss options (e.g. gp_lambda)
+    extra: dict[str, Any] = field(default_factory=dict)  # loss options of the model's objective (e.g. gp_lambda)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -97,7 +97,9 @@ def fit_model_config(model: str, data: ImageSet, model_config: dict[str, Any] | 
     spec = get_model_spec(model)
     values = dict(model_config or {})
     _, channels, height, _ = data.images.shape
-    from_data = {"image_size": height, "channels": channels, "num_classes": len(data.class_names)}
+    from_data = {"image_size": height, "channels": channels}
+    if spec.conditional:
+        from_data["num_classes"] = len(data.class_names)
     field_names = {f.name for f in dataclasses.fields(spec.config_cls)}
     for key, value in from_data.items():
         if key not in field_names:
@@ -177,6 +179,7 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
     memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
     spec = get_model_spec(model)
     objective = OBJECTIVES[spec.objective]
+    loss_options = objective.resolve_options(train.extra)
 
     # ---- build everything from the seed (a resume then overwrites it from the checkpoint)
     torch.manual_seed(train.seed)
@@ -275,7 +278,7 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
             with torch.autocast(device.type, enabled=use_amp), torch.set_grad_enabled(last_iter):
                 fake = G(z, labels)  # the last one keeps its graph and is reused by the G update
             with torch.autocast(device.type, enabled=use_amp):
-                d_loss, d_stats = objective.d_loss(D, real, fake.detach(), labels)
+                d_loss, d_stats = objective.d_loss(D, real, fake.detach(), labels, **loss_options)
             opt_d.zero_grad(set_to_none=True)
             scaler_d.scale(d_loss).backward()
             scaler_d.step(opt_d)
@@ -284,7 +287,7 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
         # (2) update G: fool the just-updated D with the last fakes
         D.requires_grad_(False)
         with torch.autocast(device.type, enabled=use_amp):
-            g_loss, g_stats = objective.g_loss(D, fake, labels)
+            g_loss, g_stats = objective.g_loss(D, fake, labels, **loss_options)
         opt_g.zero_grad(set_to_none=True)
         scaler_g.scale(g_loss).backward()
         scaler_g.step(opt_g)

@@ -9,8 +9,10 @@ from medgan_core.registry import build_model, get_model_spec, list_models, make_
 @pytest.mark.parametrize("image_size", [64, 128])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_generator_and_discriminator_shapes(name, image_size, channels):
-    G, D, config = build_model(name, image_size=image_size, channels=channels, g_features=8, d_features=8)
-    labels = torch.tensor([0, 1, 0]) if get_model_spec(name).conditional else None
+    conditional = get_model_spec(name).conditional
+    classes = {"num_classes": 3} if conditional else {}
+    G, D, config = build_model(name, image_size=image_size, channels=channels, g_features=8, d_features=8, **classes)
+    labels = torch.tensor([0, 1, 0]) if conditional else None
     z = torch.randn(3, config.z_dim)
     images = G(z, labels)
     assert images.shape == (3, channels, image_size, image_size)
@@ -58,7 +60,7 @@ def test_unknown_model_and_unknown_setting_fail_clearly():
 
 def test_registry_lists_both_dcgans_with_descriptions():
     models = list_models()
-    assert {"dcgan", "cdcgan"} <= set(models)
+    assert {"dcgan", "cdcgan", "wgan-gp", "cwgan-gp"} <= set(models)
     assert all(models.values())
 
 
@@ -71,3 +73,17 @@ def test_minibatch_stddev_feature_measures_batch_diversity():
     assert out.shape == (8, 4, 4, 4) and torch.allclose(out[:, 3], torch.full((8, 4, 4), 1e-4), atol=1e-4)
     varied = torch.randn(6, 3, 4, 4) * 2  # group size falls back to gcd(6, 4) = 2
     assert layer(varied)[:, 3].mean() > 1.0
+
+
+def test_wgan_gp_critic_has_no_batchnorm_and_names_the_conditional_variant():
+    _, critic, _ = build_model("wgan-gp", g_features=8, d_features=8)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in critic.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in critic.modules())  # layer norm by default
+    with pytest.raises(ValueError, match="use 'cwgan-gp'"):
+        build_model("wgan-gp", num_classes=4)
+    with pytest.raises(ValueError, match="unknown norm 'batch2'"):
+        build_model("wgan-gp", critic_norm="batch2")
+    _, critic, _ = build_model("cwgan-gp", num_classes=2, g_features=8, d_features=8)
+    images = torch.randn(2, 1, 64, 64)
+    scores = critic(images.repeat(2, 1, 1, 1), torch.tensor([0, 0, 1, 1]))
+    assert not torch.allclose(scores[:2], scores[2:])  # the projection term depends on the label

@@ -18,7 +18,8 @@ def _cells(path):
 def test_there_is_a_notebook_per_profile_job():
     names = {p.stem for p in NOTEBOOKS}
     assert {job.notebook.stem for job in profile_jobs("demo")} <= names
-    assert {"01_dcgan", "02_conditional_dcgan"} <= names
+    assert {"01_dcgan", "02_conditional_dcgan", "03_wgan_gp"} <= names
+    assert {job.notebook.stem for job in profile_jobs("all")} == names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -66,3 +67,11 @@ def test_batch_records_a_failing_notebook_and_goes_on(tmp_path):
     summary = run_jobs(jobs, tmp_path)
     assert summary["status"].tolist() == ["failed", "ok"]
     assert "image_size" in summary["error"][0]
+
+
+def test_the_wgan_notebook_trains_the_conditional_variant_too(tmp_path):
+    notebook = next(p for p in NOTEBOOKS if p.stem == "03_wgan_gp")
+    summary = run_jobs(grid_jobs([notebook], {"max_steps": 1}, {"model": ["cwgan-gp"]}), tmp_path)
+    assert summary["status"].tolist() == ["ok"], summary["error"].tolist()
+    manifest = json.loads((Path(summary["outputs"][0]) / "synthetic" / "manifest.json").read_text())
+    assert manifest["model"] == "cwgan-gp" and len(manifest["counts"]) == 4  # one folder per demo class

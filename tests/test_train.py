@@ -15,7 +15,7 @@ from medgan_core import losses
 from medgan_core.checkpoint import CheckpointError, load_checkpoint, load_generator
 from medgan_core.sampling import sample
 from medgan_core.train import NonFiniteLossError, fit
-from train_worker import TINY_MODEL, tiny_image_set, tiny_train_config
+from train_worker import MODEL_TRAIN, TINY_MODEL, tiny_image_set, tiny_train_config
 
 WORKER = Path(__file__).with_name("train_worker.py")
 
@@ -29,7 +29,7 @@ def _run_worker(*args, wait=True):
     return subprocess.Popen(command, env=env)
 
 
-@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp"])
 def test_resume_after_sigkill_is_bit_identical(tmp_path, model):
     n = 4
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -107,7 +107,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp
 
     def poisoned_g_loss(D, fake, labels):
         calls["n"] += 1
-        loss, stats = original.g_loss(D, fake, labels)
+        loss, stats = original.g_loss(D, fake, labels)  # the nonsaturating recipe has no options
         return (loss * math.nan if calls["n"] == 3 else loss), stats
 
     monkeypatch.setitem(losses.OBJECTIVES, "nonsaturating",
@@ -151,3 +151,13 @@ def test_checkpoint_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert result.checkpoint.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_wgan_gp_runs_n_critic_steps_and_logs_the_wasserstein_estimate(tmp_path):
+    config = tiny_train_config(4, 4, log_every=2, **MODEL_TRAIN["wgan-gp"], extra={"drift": 1e-3})
+    result = fit("wgan-gp", tiny_image_set(), config, tmp_path, model_config=TINY_MODEL)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert {"wasserstein", "gp", "d_loss", "g_loss"} <= set(history.columns)
+    assert history["images_seen"].tolist() == [2 * 5 * 8, 4 * 5 * 8]  # 5 critic batches per generator step
+    meta = load_checkpoint(result.checkpoint).meta
+    assert meta["train_config"]["n_critic"] == 5 and meta["train_config"]["extra"] == {"drift": 1e-3}

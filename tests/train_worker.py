@@ -13,6 +13,7 @@ from medgan_core.data import ImageSet
 from medgan_core.train import fit
 
 TINY_MODEL = {"g_features": 4, "d_features": 4, "z_dim": 8}
+MODEL_TRAIN = {"wgan-gp": {"n_critic": 5, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4}}  # S0/Gulrajani
 
 
 def tiny_image_set(n: int = 48, size: int = 32, classes: int = 3) -> ImageSet:
@@ -48,5 +49,5 @@ if __name__ == "__main__":
             marker.write_text(str(step))
             time.sleep(600)  # the test kills us with SIGKILL here
 
-    fit(model, tiny_image_set(), tiny_train_config(max_steps, every), run_dir,
+    fit(model, tiny_image_set(), tiny_train_config(max_steps, every, **MODEL_TRAIN.get(model, {})), run_dir,
         model_config=TINY_MODEL, on_step=hang if hang_after else None)

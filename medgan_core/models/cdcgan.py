@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import register_model
-from .layers import dcgan_discriminator_stack, dcgan_generator_stack, dcgan_init_, stage_widths
+from .layers import LatentInput, dcgan_discriminator_stack, dcgan_generator_stack, dcgan_init_, stage_widths
 
 
 @dataclass
@@ -33,17 +33,14 @@ class Generator(nn.Module):
     def __init__(self, config: ConditionalDCGANConfig):
         super().__init__()
         self.config = config
-        self.label_embedding = nn.Embedding(config.num_classes, config.embed_dim)
+        self.latent = LatentInput(config.z_dim, config.num_classes, config.embed_dim)
         widths = stage_widths(config.image_size, config.g_features, config.max_features)
-        self.net = dcgan_generator_stack(config.z_dim + config.embed_dim, widths, config.channels)
+        self.net = dcgan_generator_stack(self.latent.out_features, widths, config.channels)
         self.apply(dcgan_init_)
-        nn.init.normal_(self.label_embedding.weight, 0.0, 1.0)  # same scale as z
+        self.latent.reset_parameters()
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if labels is None:
-            raise ValueError("conditional generator needs labels: G(z, labels) with labels of shape (B,)")
-        code = torch.cat([z, self.label_embedding(labels)], dim=1)  # (B, z_dim + embed_dim)
-        return self.net(code[:, :, None, None])
+        return self.net(self.latent(z, labels))  # (B, z_dim + embed_dim, 1, 1) -> (B, C, S, S)
 
 
 class Discriminator(nn.Module):
@@ -55,7 +52,7 @@ class Discriminator(nn.Module):
         size = config.image_size
         self.label_map = nn.Embedding(config.num_classes, size * size)
         widths = stage_widths(size, config.d_features, config.max_features)
-        self.net = dcgan_discriminator_stack(config.channels + 1, widths, batchnorm=config.d_batchnorm,
+        self.net = dcgan_discriminator_stack(config.channels + 1, widths, norm="batch" if config.d_batchnorm else "none",
                                              minibatch_std=config.d_minibatch_std)
         self.apply(dcgan_init_)
 

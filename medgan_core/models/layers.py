@@ -50,15 +50,49 @@ class UpBlock(nn.Sequential):
         )
 
 
-class DownBlock(nn.Sequential):
-    """Strided conv halving the resolution, optional BatchNorm, LeakyReLU 0.2 (DCGAN discriminator)."""
+NORMS = {
+    "batch": nn.BatchNorm2d,
+    "instance": lambda channels: nn.InstanceNorm2d(channels, affine=True),
+    "layer": lambda channels: nn.GroupNorm(1, channels),  # layer norm over (C, H, W)
+}
 
-    def __init__(self, in_channels: int, out_channels: int, batchnorm: bool = True):
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1, bias=not batchnorm)]
-        if batchnorm:
-            layers.append(nn.BatchNorm2d(out_channels))
+
+class DownBlock(nn.Sequential):
+    """Strided conv halving the resolution, optional normalisation, LeakyReLU 0.2 (DCGAN discriminator).
+
+    ``norm`` is ``"batch"``, ``"instance"``, ``"layer"`` or ``"none"``; a WGAN-GP critic must not use
+    ``"batch"`` (the gradient penalty is per sample).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "batch"):
+        if norm != "none" and norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; use one of {sorted(NORMS) + ['none']}")
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1, bias=norm == "none")]
+        if norm != "none":
+            layers.append(NORMS[norm](out_channels))
         layers.append(nn.LeakyReLU(0.2, inplace=True))
         super().__init__(*layers)
+
+
+class LatentInput(nn.Module):
+    """z (B, z_dim) [+ label embedding (B, embed_dim)] -> (B, out_features, 1, 1), the input of a DCGAN stack."""
+
+    def __init__(self, z_dim: int, num_classes: int = 0, embed_dim: int = 0):
+        super().__init__()
+        self.embedding = nn.Embedding(num_classes, embed_dim) if num_classes else None
+        self.out_features = z_dim + (embed_dim if num_classes else 0)
+
+    def reset_parameters(self) -> None:
+        """Label embedding ~ N(0, 1): the same scale as z."""
+        if self.embedding is not None:
+            nn.init.normal_(self.embedding.weight, 0.0, 1.0)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if self.embedding is not None:
+            if labels is None:
+                raise ValueError("conditional generator needs labels: G(z, labels) with labels of shape (B,)")
+            z = torch.cat([z, self.embedding(labels)], dim=1)  # (B, z_dim + embed_dim)
+        return z[:, :, None, None]
 
 
 def dcgan_generator_stack(in_features: int, widths: list[int], channels: int) -> nn.Sequential:
@@ -100,21 +134,21 @@ class MinibatchStdDev(nn.Module):
         return torch.cat([x, feature], dim=1)
 
 
-def dcgan_discriminator_stack(in_channels: int, widths: list[int], batchnorm: bool = True,
+def dcgan_discriminator_stack(in_channels: int, widths: list[int], norm: str = "batch",
                               minibatch_std: bool = False) -> nn.Sequential:
     """(B, in_channels, S, S) -> (B, 1, 1, 1) logits; ``widths`` listed from 4x4 upwards as in the generator.
 
     Args:
         in_channels: image channels (plus label-map channels if conditional).
         widths: from :func:`stage_widths`, reversed internally (narrow at full resolution).
-        batchnorm: BatchNorm in the inner blocks (never on the first layer, as in DCGAN).
+        norm: normalisation of the inner blocks (never on the first layer, as in DCGAN), see :class:`DownBlock`.
         minibatch_std: add a :class:`MinibatchStdDev` channel before the last conv (against mode collapse).
     Returns:
         The discriminator body.
     """
     down = widths[::-1]
-    layers: list[nn.Module] = [DownBlock(in_channels, down[0], batchnorm=False)]
-    layers += [DownBlock(w_in, w_out, batchnorm) for w_in, w_out in zip(down[:-1], down[1:])]
+    layers: list[nn.Module] = [DownBlock(in_channels, down[0], norm="none")]
+    layers += [DownBlock(w_in, w_out, norm) for w_in, w_out in zip(down[:-1], down[1:])]
     if minibatch_std:
         layers.append(MinibatchStdDev())
     layers.append(nn.Conv2d(down[-1] + int(minibatch_std), 1, 4, stride=1, padding=0))  # (B, 1, 1, 1)
@@ -127,6 +161,6 @@ def dcgan_init_(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) and module.weight is not None:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
