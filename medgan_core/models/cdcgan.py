@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import register_model
-from .layers import LatentInput, dcgan_discriminator_stack, dcgan_generator_stack, dcgan_init_, stage_widths
+from .layers import DCGANGenerator, dcgan_discriminator_stack, dcgan_init_, stage_widths
 
 
 @dataclass
@@ -27,20 +27,8 @@ class ConditionalDCGANConfig:
     d_minibatch_std: bool = True  # D sees batch diversity: guards against one image per class
 
 
-class Generator(nn.Module):
+class Generator(DCGANGenerator):
     """(z (B, z_dim), labels (B,)) -> image (B, C, S, S) in [-1, 1]."""
-
-    def __init__(self, config: ConditionalDCGANConfig):
-        super().__init__()
-        self.config = config
-        self.latent = LatentInput(config.z_dim, config.num_classes, config.embed_dim)
-        widths = stage_widths(config.image_size, config.g_features, config.max_features)
-        self.net = dcgan_generator_stack(self.latent.out_features, widths, config.channels)
-        self.apply(dcgan_init_)
-        self.latent.reset_parameters()
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(self.latent(z, labels))  # (B, z_dim + embed_dim, 1, 1) -> (B, C, S, S)
 
 
 class Discriminator(nn.Module):

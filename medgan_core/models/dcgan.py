@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import register_model
-from .layers import dcgan_discriminator_stack, dcgan_generator_stack, dcgan_init_, stage_widths
+from .layers import DCGANGenerator, dcgan_discriminator_stack, dcgan_init_, stage_widths
 
 
 @dataclass
@@ -24,18 +24,8 @@ class DCGANConfig:
     max_features: int = 512  # width cap at low resolutions
 
 
-class Generator(nn.Module):
+class Generator(DCGANGenerator):
     """z (B, z_dim) -> image (B, C, S, S) in [-1, 1]."""
-
-    def __init__(self, config: DCGANConfig):
-        super().__init__()
-        self.config = config
-        widths = stage_widths(config.image_size, config.g_features, config.max_features)
-        self.net = dcgan_generator_stack(config.z_dim, widths, config.channels)
-        self.apply(dcgan_init_)
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(z[:, :, None, None])  # (B, z_dim, 1, 1) -> (B, C, S, S)
 
 
 class Discriminator(nn.Module):

@@ -115,6 +115,27 @@ def dcgan_generator_stack(in_features: int, widths: list[int], channels: int) ->
     return nn.Sequential(*layers)
 
 
+class DCGANGenerator(nn.Module):
+    """z (B, z_dim) [+ labels (B,)] -> image (B, C, S, S) in [-1, 1]: the DCGAN generator of dcgan, cdcgan, wgan-gp.
+
+    Reads ``image_size``, ``channels``, ``z_dim``, ``g_features``, ``max_features`` and, when present,
+    ``num_classes`` / ``embed_dim`` (label embedding concatenated to z) from ``config``.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        num_classes = getattr(config, "num_classes", 0)
+        self.latent = LatentInput(config.z_dim, num_classes, getattr(config, "embed_dim", 0))
+        widths = stage_widths(config.image_size, config.g_features, config.max_features)
+        self.net = dcgan_generator_stack(self.latent.out_features, widths, config.channels)
+        self.apply(dcgan_init_)
+        self.latent.reset_parameters()
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(self.latent(z, labels))  # (B, z_dim [+ embed_dim], 1, 1) -> (B, C, S, S)
+
+
 class MinibatchStdDev(nn.Module):
     """Append the mean standard deviation across groups of samples as one extra channel (ProGAN).
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import register_model
-from .layers import LatentInput, dcgan_discriminator_stack, dcgan_generator_stack, dcgan_init_, stage_widths
+from .layers import DCGANGenerator, dcgan_discriminator_stack, dcgan_init_, stage_widths
 
 
 @dataclass
@@ -30,20 +30,8 @@ class WGANGPConfig:
     embed_dim: int = 16  # label embedding concatenated to z when conditional
 
 
-class Generator(nn.Module):
+class Generator(DCGANGenerator):
     """(z (B, z_dim), labels (B,) if conditional) -> image (B, C, S, S) in [-1, 1]."""
-
-    def __init__(self, config: WGANGPConfig):
-        super().__init__()
-        self.config = config
-        self.latent = LatentInput(config.z_dim, config.num_classes, config.embed_dim)
-        widths = stage_widths(config.image_size, config.g_features, config.max_features)
-        self.net = dcgan_generator_stack(self.latent.out_features, widths, config.channels)
-        self.apply(dcgan_init_)
-        self.latent.reset_parameters()
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(self.latent(z, labels))
 
 
 class Critic(nn.Module):
