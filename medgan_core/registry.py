@@ -25,13 +25,14 @@ class ModelSpec:
     objective: str  # loss recipe name in medgan_core.losses.OBJECTIVES
     conditional: bool  # generator takes class labels
     description: str
+    growth: Callable | None = None  # (config, step, n_critic) -> plan with stage/alpha/batch_size (progressive GANs)
 
 
 _MODELS: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str, *, config: type, objective: str = "nonsaturating",
-                   conditional: bool = False, description: str = "") -> Callable:
+                   conditional: bool = False, description: str = "", growth: Callable | None = None) -> Callable:
     """Decorator registering a ``build(config) -> (G, D)`` function under ``name``.
 
     Args:
@@ -40,13 +41,15 @@ def register_model(name: str, *, config: type, objective: str = "nonsaturating",
         objective: loss recipe used by the training loop.
         conditional: whether G and D take class labels.
         description: one line shown by :func:`list_models`.
+        growth: for growing models, ``growth(config, step, n_critic)`` -> the step's stage, alpha, batch size,
+            resolution and total steps; G and D then need ``set_growth(stage, alpha)``.
     Returns:
         The decorator (it returns the build function unchanged).
     """
     def decorator(build: Callable) -> Callable:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = ModelSpec(name, config, build, objective, conditional, description)
+        _MODELS[name] = ModelSpec(name, config, build, objective, conditional, description, growth)
         return build
     return decorator
 

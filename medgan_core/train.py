@@ -197,12 +197,20 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
     sample_z = torch.randn(train.n_samples, z_dim, generator=torch.Generator().manual_seed(train.seed + 2)).to(device)
     sample_labels = fixed_labels(train.n_samples, len(data.class_names)).to(device) if conditional else None
 
-    stream = BatchStream(data, train.batch_size, seed=train.seed, balanced=train.balanced, hflip=train.hflip,
-                         device=device, channels_last=train.channels_last)
-    per_epoch = stream.steps_per_epoch()
-    total_steps = train.max_steps if train.max_steps is not None else math.ceil(train.epochs * per_epoch / train.n_critic)
+    def make_stream(batch_size: int, seed: int, resolution: int | None = None) -> BatchStream:
+        return BatchStream(data, batch_size, seed=seed, balanced=train.balanced, hflip=train.hflip, device=device,
+                           channels_last=train.channels_last, resolution=resolution)
 
-    step, batches_seen = 0, 0
+    growth = spec.growth  # growing models (ProGAN): stage, alpha and batch size follow the step
+    stream = None if growth else make_stream(train.batch_size, train.seed)
+    if growth:
+        schedule_steps = growth(config, 0, train.n_critic).total_steps
+        total_steps = train.max_steps if train.max_steps is not None else schedule_steps
+    else:
+        steps_per_epoch = stream.steps_per_epoch() / train.n_critic
+        total_steps = train.max_steps if train.max_steps is not None else math.ceil(train.epochs * steps_per_epoch)
+
+    step, batches_seen, images_seen = 0, 0, 0
     latest = find_latest_checkpoint(run_dir / "checkpoints")
     if latest is not None and not resume:
         raise FileExistsError(f"{run_dir} already holds a run ({latest.name}); resume=False would mix two runs in "
@@ -210,7 +218,7 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
     if latest is not None:
         checkpoint = load_checkpoint(latest)
         _check_same_model(checkpoint, model, config)
-        step, batches_seen = checkpoint.meta["step"], checkpoint.meta["batches_seen"]
+        step, batches_seen, images_seen = (checkpoint.meta[k] for k in ("step", "batches_seen", "images_seen"))
         for prefix, module in (("G", G), ("D", D), ("G_ema", G_ema)):
             checkpoint.load_module(prefix, module)
         checkpoint.load_optimizer("opt_g", opt_g)
@@ -233,7 +241,7 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
             "data_config": to_dict(data_config) if data_config else None,
             "data": {"source": data.source, "split": data.split, "cache_key": data.cache_key,
                      "class_names": list(data.class_names), "num_images": len(data)},
-            "step": step, "batches_seen": batches_seen, "epoch": batches_seen / per_epoch,
+            "step": step, "batches_seen": batches_seen, "images_seen": images_seen, "epoch": images_seen / len(data),
             "optimizers": {"opt_g": optimizer_meta(opt_g), "opt_d": optimizer_meta(opt_d)},
             "scalers": {"g": scaler_g.state_dict(), "d": scaler_d.state_dict()},
             "torch_version": torch.__version__,
@@ -243,10 +251,10 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
             old.unlink()
         return path
 
-    def write_samples() -> None:
+    def write_samples(name: str | None = None) -> None:
         with torch.no_grad(), torch.autocast(device.type, enabled=use_amp):
             images = G_ema(sample_z, sample_labels)
-        save_grid(images.float(), run_dir / "samples" / f"step-{step:08d}.png")
+        save_grid(images.float(), run_dir / "samples" / f"{name or f'step-{step:08d}'}.png")
 
     # running sums on the device: read (one host sync) only every log_every steps
     sums: dict[str, torch.Tensor] = {}
@@ -255,7 +263,8 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
     start_time = time.monotonic()
     stopped = "completed"
     last_checkpoint = latest
-    batches = _batches(stream, batches_seen)
+    batches = None if growth else _batches(stream, batches_seen)
+    stream_stage = None  # stage whose resolution and batch size the current stream serves
     progress = tqdm(total=total_steps, initial=step, desc=model, disable=not train.progress, dynamic_ncols=True)
 
     def check_finite() -> None:
@@ -266,12 +275,23 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
                 f"{last_checkpoint or 'none (no checkpoint written yet)'}. Try a lower learning rate or disable AMP.")
 
     while step < total_steps:
+        if growth:
+            plan = growth(config, step, train.n_critic)
+            if plan.stage != stream_stage:  # a new resolution: new stream from the same decoded cache
+                if stream_stage is not None:
+                    write_samples(f"stage-{stream_stage}")
+                stream = make_stream(plan.batch_size, train.seed + 1009 * plan.stage, plan.resolution)
+                batches = _batches(stream, (step - plan.stage_start) * train.n_critic)
+                stream_stage = plan.stage
+            for module in (G, D, G_ema):
+                module.set_growth(plan.stage, plan.alpha)
         G.train()
         D.train()
         # (1) update D: n_critic times, each on a fresh real batch and fresh fakes
         for critic_iter in range(train.n_critic):
             real, labels = next(batches)
             batches_seen += 1
+            images_seen += real.shape[0]
             labels = labels if conditional else None
             z = torch.randn(real.shape[0], z_dim, device=device, generator=noise)
             last_iter = critic_iter == train.n_critic - 1
@@ -313,7 +333,8 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
         if step % train.log_every == 0 or step == total_steps or out_of_time:
             check_finite()
             elapsed = time.perf_counter() - window_start
-            row = {"step": step, "epoch": round(batches_seen / per_epoch, 4), "images_seen": batches_seen * train.batch_size,
+            growth_columns = {"stage": plan.stage, "alpha": round(plan.alpha, 4)} if growth else {}
+            row = {"step": step, "epoch": round(images_seen / len(data), 4), "images_seen": images_seen, **growth_columns,
                    **{k: float(v) / window_steps for k, v in sums.items()},
                    "img_per_s": window_images / max(elapsed, 1e-9), "wall_s": round(time.monotonic() - start_time, 2)}
             history.append(row)
@@ -330,6 +351,8 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
             stopped = "time budget"
             break
     progress.close()
+    if growth and stream_stage is not None:
+        write_samples(f"stage-{stream_stage}")
     if last_checkpoint is None or Path(last_checkpoint).name != checkpoint_name(step):
         last_checkpoint = write_checkpoint()  # e.g. resumed a run that was already complete
     return FitResult(run_dir, step, stopped, G_ema, D, Path(last_checkpoint), history.frame())

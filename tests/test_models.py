@@ -5,7 +5,10 @@ import torch
 from medgan_core.registry import build_model, get_model_spec, list_models, make_config
 
 
-@pytest.mark.parametrize("name", sorted(list_models()))
+FIXED_SIZE_MODELS = sorted(name for name in list_models() if get_model_spec(name).growth is None)
+
+
+@pytest.mark.parametrize("name", FIXED_SIZE_MODELS)
 @pytest.mark.parametrize("image_size", [64, 128])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_generator_and_discriminator_shapes(name, image_size, channels):
@@ -87,3 +90,59 @@ def test_wgan_gp_critic_has_no_batchnorm_and_names_the_conditional_variant():
     images = torch.randn(2, 1, 64, 64)
     scores = critic(images.repeat(2, 1, 1, 1), torch.tensor([0, 0, 1, 1]))
     assert not torch.allclose(scores[:2], scores[2:])  # the projection term depends on the label
+
+
+PROGAN_TINY = {"base_features": 16, "z_dim": 16}
+
+
+@pytest.mark.parametrize("image_size", [64, 128])
+def test_progan_shapes_at_every_stage_and_alpha(image_size):
+    G, D, config = build_model("progan", image_size=image_size, channels=1, **PROGAN_TINY)
+    assert G._stage == D._stage == G.n_stages - 1  # built at full size: a loaded generator makes full images
+    for stage in range(G.n_stages):
+        for alpha in (0.0, 0.3, 1.0):
+            G.set_growth(stage, alpha)
+            D.set_growth(stage, alpha)
+            images = G(torch.randn(4, config.z_dim))
+            assert images.shape == (4, 1, 4 * 2 ** stage, 4 * 2 ** stage)
+            scores = D(images)
+            assert scores.shape == (4,) and torch.isfinite(scores).all()
+
+
+def test_progan_fade_in_starts_from_the_upsampled_previous_stage():
+    G, D, config = build_model("progan", image_size=64, **PROGAN_TINY)
+    z = torch.randn(4, config.z_dim)
+    x = torch.randn(4, 1, 64, 64)
+    for stage in range(1, G.n_stages):
+        G.set_growth(stage - 1, 1.0)
+        D.set_growth(stage - 1, 1.0)
+        previous, previous_scores = G(z), D(torch.nn.functional.avg_pool2d(x[..., :4 * 2 ** stage, :4 * 2 ** stage], 2))
+        G.set_growth(stage, 0.0)
+        D.set_growth(stage, 0.0)
+        upsampled = torch.nn.functional.interpolate(previous, scale_factor=2, mode="nearest")
+        torch.testing.assert_close(G(z), upsampled)
+        torch.testing.assert_close(D(x[..., :4 * 2 ** stage, :4 * 2 ** stage]), previous_scores)
+        G.set_growth(stage, 1.0)
+        assert not torch.allclose(G(z), upsampled)  # alpha 1: the new block's own output
+
+
+def test_progan_growth_schedule_stages_fade_and_batch_sizes():
+    from medgan_core.models.progan import growth_plan
+
+    config = make_config("progan", {"image_size": 32, "stage_images": 64, "fade_fraction": 0.5,
+                                    "stage_batch_sizes": (16, 16, 8, 8)})
+    plans = [growth_plan(config, step) for step in range(40)]
+    assert [p.stage for p in plans[:4]] == [0] * 4 and plans[4].stage == 1 and plans[8].stage == 2
+    assert [p.alpha for p in plans[4:8]] == [0.5, 1.0, 1.0, 1.0]  # fade over half of the 4-step stage
+    assert [p.batch_size for p in (plans[0], plans[8], plans[16])] == [16, 8, 8]
+    assert plans[-1].stage == 3 and plans[-1].resolution == 32 and plans[0].total_steps == 4 + 4 + 8 + 8
+    assert growth_plan(config, 0, n_critic=2).total_steps == 12
+
+
+def test_progan_stage_survives_a_state_dict_round_trip():
+    G, _, config = build_model("progan", image_size=32, **PROGAN_TINY)
+    G.set_growth(1, 0.25)
+    fresh, _, _ = build_model("progan", config)
+    fresh.load_state_dict(G.state_dict())
+    assert (fresh._stage, fresh._alpha) == (1, 0.25)
+    assert fresh(torch.randn(2, config.z_dim)).shape == (2, 1, 8, 8)

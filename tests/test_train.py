@@ -29,8 +29,10 @@ def _run_worker(*args, wait=True):
     return subprocess.Popen(command, env=env)
 
 
-@pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp"])
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp", "progan"])
 def test_resume_after_sigkill_is_bit_identical(tmp_path, model):
+    """Kill at step 5 (checkpoint at 4), resume to 8; ProGAN's checkpoint is mid-fade and the resume crosses into
+    the 16 px stage at step 6."""
     n = 4
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _run_worker(straight, model, 2 * n, n)
@@ -161,3 +163,19 @@ def test_wgan_gp_runs_n_critic_steps_and_logs_the_wasserstein_estimate(tmp_path)
     assert history["images_seen"].tolist() == [2 * 5 * 8, 4 * 5 * 8]  # 5 critic batches per generator step
     meta = load_checkpoint(result.checkpoint).meta
     assert meta["train_config"]["n_critic"] == 5 and meta["train_config"]["extra"] == {"drift": 1e-3}
+
+
+def test_progan_grows_with_per_stage_batches_and_saves_each_stage(tmp_path):
+    from train_worker import MODEL_CONFIG
+
+    result = fit("progan", tiny_image_set(), tiny_train_config(8, 4, **MODEL_TRAIN["progan"]), tmp_path,
+                 model_config=MODEL_CONFIG["progan"])
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["stage"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert history["alpha"].tolist()[3:6] == [round(1 / 3, 4), round(2 / 3, 4), 1.0]
+    assert history["images_seen"].diff().dropna().unique().tolist() == [8]
+    assert sorted(p.name for p in (tmp_path / "samples").glob("stage-*.png")) == ["stage-0.png", "stage-1.png",
+                                                                                   "stage-2.png"]
+    rebuilt, checkpoint = load_generator(result.checkpoint)
+    assert (rebuilt._stage, checkpoint.meta["step"]) == (2, 8)
+    assert sample(rebuilt, 2, seed=0).shape == (2, 1, 16, 16)  # a loaded generator keeps its trained resolution

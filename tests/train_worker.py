@@ -13,7 +13,11 @@ from medgan_core.data import ImageSet
 from medgan_core.train import fit
 
 TINY_MODEL = {"g_features": 4, "d_features": 4, "z_dim": 8}
-MODEL_TRAIN = {"wgan-gp": {"n_critic": 5, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4}}  # S0/Gulrajani
+MODEL_TRAIN = {"wgan-gp": {"n_critic": 5, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4},  # S0/Gulrajani
+               "progan": {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "extra": {"drift": 1e-3}}}
+# ProGAN: stages of 3 steps (24 images / batch 8), fading over the whole stage, so step 4 is mid-fade of 8 px
+MODEL_CONFIG = {"progan": {"base_features": 8, "z_dim": 8, "stage_images": 24, "fade_fraction": 1.0,
+                           "stage_batch_sizes": (8, 8, 8, 4)}}
 
 
 def tiny_image_set(n: int = 48, size: int = 32, classes: int = 3) -> ImageSet:
@@ -50,4 +54,4 @@ if __name__ == "__main__":
             time.sleep(600)  # the test kills us with SIGKILL here
 
     fit(model, tiny_image_set(), tiny_train_config(max_steps, every, **MODEL_TRAIN.get(model, {})), run_dir,
-        model_config=TINY_MODEL, on_step=hang if hang_after else None)
+        model_config=MODEL_CONFIG.get(model, TINY_MODEL), on_step=hang if hang_after else None)
