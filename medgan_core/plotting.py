@@ -28,7 +28,7 @@ from .sampling import class_names_for, fixed_labels, interpolate, make_grid, sam
 
 PADDING = 2  # pixels between tiles in image grids
 REQUIRED_COLUMNS = ("step", "d_loss", "g_loss")
-GRID_NAME = re.compile(r"step-(\d+)\.png")  # fit()'s sample grids; other files in samples/ are ignored
+GRID_KINDS = ("step", "stage")  # fit() writes samples/step-00000500.png and, for growing GANs, samples/stage-3.png
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
@@ -189,34 +189,40 @@ def plot_interpolation(generator: nn.Module, seed_a: int, seed_b: int, steps: in
     return show_images(images, nrow=steps, title=title, save_to=save_to)
 
 
-def plot_sample_progression(run_dir: str | Path, max_grids: int = 6, *, save_to: str | Path | None = None) -> Figure:
-    """The fixed-noise sample grids a run wrote (``run_dir/samples/step-*.png``) side by side, oldest first.
+def plot_sample_progression(run_dir: str | Path, max_grids: int = 6, *, kind: str = "step",
+                            save_to: str | Path | None = None) -> Figure:
+    """The fixed-noise sample grids a run wrote side by side, oldest first: the same seeds as training goes on.
 
     Args:
         run_dir: a training run folder.
         max_grids: at most this many grids, evenly spaced over training (first and last always shown).
+        kind: ``"step"`` (``samples/step-*.png``, every ``sample_every`` steps) or ``"stage"``
+            (``samples/stage-*.png``, the end of each resolution stage of a growing GAN such as ProGAN).
         save_to: also save the figure here as PNG.
     Returns:
-        The figure (one axes per grid, titled with its step).
+        The figure (one axes per grid, titled with its step or stage).
     Raises:
-        FileNotFoundError: when the run has no sample grids yet.
+        ValueError: for an unknown ``kind``.
+        FileNotFoundError: when the run has no such grids yet.
     """
-    grids = sorted((p for p in Path(run_dir).glob("samples/step-*.png") if GRID_NAME.fullmatch(p.name)), key=_step_of)
+    if kind not in GRID_KINDS:
+        raise ValueError(f"kind must be one of {GRID_KINDS}, got {kind!r}")
+    pattern = re.compile(rf"{kind}-(\d+)\.png")
+    grids = sorted((p for p in Path(run_dir).glob(f"samples/{kind}-*.png") if pattern.fullmatch(p.name)),
+                   key=lambda p: int(pattern.fullmatch(p.name).group(1)))
     if not grids:
-        raise FileNotFoundError(f"no samples/step-*.png in {run_dir}: fit() writes one every sample_every steps")
+        raise FileNotFoundError(f"no samples/{kind}-*.png in {run_dir}: fit() writes them every sample_every steps "
+                                "(step) or at the end of each stage of a growing GAN (stage)")
     picks = np.linspace(0, len(grids) - 1, min(max_grids, len(grids))).round().astype(int)
     fig, axes = _new_figure(1, len(picks), figsize=(min(3 * len(picks), 18), 3.4))
     for ax, index in zip(axes, picks):
         with Image.open(grids[index]) as image:
             array = np.asarray(image)
         ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(f"step {_step_of(grids[index])}")
+        number = int(pattern.fullmatch(grids[index].name).group(1))
+        ax.set_title(f"stage {number}: {4 * 2 ** number} px" if kind == "stage" else f"step {number}")
         ax.axis("off")
     return _finish(fig, save_to)
-
-
-def _step_of(grid_path: Path) -> int:
-    return int(GRID_NAME.fullmatch(grid_path.name).group(1))  # step-00000500.png -> 500
 
 
 def _rows_by_class(images: torch.Tensor, labels: torch.Tensor | Sequence[int], nrow: int | None,

@@ -143,3 +143,14 @@ def test_class_names_default_and_validation(conditional, unconditional):
     assert class_names_for(unconditional) == []
     with pytest.raises(ValueError, match="1 class names for a generator with 0 classes"):
         class_names_for(unconditional, ["x"])
+
+
+def test_stage_progression_shows_one_grid_per_stage_in_order(tmp_path):
+    for stage in (2, 0, 1):
+        size = 4 * 2 ** stage
+        save_grid(torch.zeros(4, 1, size, size), tmp_path / "samples" / f"stage-{stage}.png")
+    save_grid(torch.zeros(4, 1, 8, 8), tmp_path / "samples" / "step-00000010.png")
+    fig = plot_sample_progression(tmp_path, kind="stage")
+    assert [ax.get_title() for ax in fig.axes] == ["stage 0: 4 px", "stage 1: 8 px", "stage 2: 16 px"]
+    with pytest.raises(ValueError, match="kind must be one of"):
+        plot_sample_progression(tmp_path, kind="epoch")
