@@ -1,7 +1,8 @@
 """Speed of medgan_core next to plain PyTorch references, measured on the machine it runs on.
 
-    .venv/bin/python benchmarks/bench.py                  # full run, about 2-4 min on 2 CPU cores
+    .venv/bin/python benchmarks/bench.py                  # full run, about 3-7 min on 2 CPU cores
     .venv/bin/python benchmarks/bench.py --quick          # a few steps, to check that it runs
+    .venv/bin/python benchmarks/bench.py --models wgan-gp # training rows of WGAN-GP only (dcgan, wgan-gp, none)
     .venv/bin/python benchmarks/bench.py --device cuda --json bench.json
 
 Three measurements, medgan next to a reference in the same process, repeated in rounds; medians are printed
@@ -12,6 +13,13 @@ with the spread of the rounds (the machine may be shared, so read the spread bef
    at the end, outside the timed window) next to the pytorch/examples ``dcgan/main.py`` loop written out below
    (same layers, default memory format, default Adam, no EMA, no logging), interleaved step by step. Both see
    in-memory batches of the same random images: fit as an ImageSet, the reference as pre-made float batches.
+   The same for WGAN-GP at 64 px (z 256, 32 features, layer-norm critic; ``n_critic=5``, Adam betas (0.0, 0.9),
+   lr 1e-4, gradient penalty lambda 10): ``fit("wgan-gp")`` next to the classic WGAN-GP loop written out below
+   (same layers, default memory format, default non-fused Adam, penalty via
+   ``torch.autograd.grad(create_graph=True)``, G update on fresh noise, no EMA, no logging). One step is one
+   generator update after ``n_critic`` critic updates in both; img/s count the real images the critic consumed
+   (batch * n_critic per step). ``--steps`` counts D updates, so WGAN-GP times ``steps / n_critic`` generator
+   steps (``--models`` picks the rows).
 2. Data pipeline img/s on the real ``brain_tumor_mri_small`` Training set at 64 px: one epoch of the cached
    ``load_images`` + ``BatchStream`` (batch 64, hflip) next to one epoch of torchvision ``ImageFolder`` +
    transforms + ``DataLoader(num_workers=2)``, which decodes every epoch; plus the first (cold) decode into a
@@ -31,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -46,6 +55,7 @@ from medgan_core.train import fit, resolve_device
 DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATA_SET = "brain_tumor_mri_small"
 NZ, NGF, NDF, NC = 100, 64, 64, 1  # the default DCGAN at 64 px, grayscale
+WGAN_NZ, WGAN_NF, N_CRITIC, GP_LAMBDA = 256, 32, 5, 10.0  # the default WGAN-GP at 64 px (z 256, 32 features)
 BATCH = 64
 WARMUP = 3
 NEVER = 10 ** 9  # sample/checkpoint interval that never fires inside the timed window
@@ -77,40 +87,61 @@ def alternate(rounds: int, medgan: Callable[[], float], reference: Callable[[], 
 # ------------------------------------------------------------------------------------------------- 1. training
 
 def weights_init(module: nn.Module) -> None:
-    """DCGAN init from pytorch/examples: N(0, 0.02) convs, N(1, 0.02) BatchNorm scales."""
+    """DCGAN init from pytorch/examples: N(0, 0.02) convs, N(1, 0.02) norm scales (BatchNorm, GroupNorm)."""
     name = type(module).__name__
     if "Conv" in name:
         nn.init.normal_(module.weight, 0.0, 0.02)
-    elif "BatchNorm" in name:
+    elif "Norm" in name:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
 
-def reference_models(device: torch.device) -> tuple[nn.Module, nn.Module]:
-    """netG and netD of pytorch/examples dcgan, same widths (and biases) as medgan's DCGAN at 64 px."""
+def reference_models(device: torch.device, nz: int = NZ, ngf: int = NGF, ndf: int = NDF,
+                     norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> tuple[nn.Module, nn.Module]:
+    """netG and netD of pytorch/examples dcgan, same widths (and biases) as medgan's DCGAN at 64 px.
+
+    With ``nz=256, ngf=ndf=32`` and ``norm=lambda c: nn.GroupNorm(1, c)`` (layer norm) they are the G and
+    critic of medgan's WGAN-GP at 64 px (the critic's last conv gives an unbounded score, as netD's a logit).
+    """
     netG = nn.Sequential(
-        nn.ConvTranspose2d(NZ, NGF * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(NGF * 8), nn.ReLU(True),  # 4x4
-        nn.ConvTranspose2d(NGF * 8, NGF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 4), nn.ReLU(True),  # 8x8
-        nn.ConvTranspose2d(NGF * 4, NGF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 2), nn.ReLU(True),  # 16x16
-        nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF), nn.ReLU(True),  # 32x32
-        nn.ConvTranspose2d(NGF, NC, 4, 2, 1), nn.Tanh(),  # 64x64
+        nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),  # 4x4
+        nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),  # 8x8
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),  # 16x16
+        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),  # 32x32
+        nn.ConvTranspose2d(ngf, NC, 4, 2, 1), nn.Tanh(),  # 64x64
     )
     netD = nn.Sequential(
-        nn.Conv2d(NC, NDF, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),  # 32x32
-        nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 2), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(NDF * 2, NDF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 4), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(NDF * 4, NDF * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 8), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(NDF * 8, 1, 4, 1, 0),  # 1x1 logit
+        nn.Conv2d(NC, ndf, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),  # 32x32
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), norm(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), norm(ndf * 4), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), norm(ndf * 8), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 8, 1, 4, 1, 0),  # 1x1 logit
     )
     return netG.to(device).apply(weights_init), netD.to(device).apply(weights_init)
 
 
 class ReferenceLoop:
-    """The pytorch/examples DCGAN training loop, one iteration per :meth:`step`, over pre-made batches."""
+    """A plain training loop over pre-made batches (taken in turn), one generator update per :meth:`step`."""
 
     def __init__(self, batches: list[torch.Tensor], device: torch.device):
         torch.manual_seed(0)
         self.batches, self.device, self.index = batches, device, 0
+
+    def next_batch(self) -> torch.Tensor:
+        """The next real batch (the list repeats)."""
+        real = self.batches[self.index % len(self.batches)]
+        self.index += 1
+        return real
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+
+class DCGANReference(ReferenceLoop):
+    """The pytorch/examples DCGAN training loop: one D update and one G update per :meth:`step`."""
+
+    def __init__(self, batches: list[torch.Tensor], device: torch.device):
+        super().__init__(batches, device)
         self.netG, self.netD = reference_models(device)
         self.criterion = nn.BCEWithLogitsLoss()
         self.optimizerD = torch.optim.Adam(self.netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -120,8 +151,7 @@ class ReferenceLoop:
         """One D update and one G update, as in ``dcgan/main.py`` (without its printing and image saving)."""
         netG, netD, criterion, device = self.netG, self.netD, self.criterion, self.device
         real_label, fake_label = 1.0, 0.0
-        real = self.batches[self.index % len(self.batches)]
-        self.index += 1
+        real = self.next_batch()
         ############################
         # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
         ###########################
@@ -151,19 +181,111 @@ class ReferenceLoop:
         self.optimizerG.step()
 
 
-def paired_round(data: ImageSet, batches: list[torch.Tensor], steps: int, device: torch.device) -> dict:
+class WGANGPReference(ReferenceLoop):
+    """The classic WGAN-GP loop (Gulrajani et al.'s Algorithm 1 as in the common PyTorch ports, e.g.
+    caogang/wgan-gp): ``N_CRITIC`` critic updates, then one G update on fresh noise, per :meth:`step`."""
+
+    def __init__(self, batches: list[torch.Tensor], device: torch.device):
+        super().__init__(batches, device)
+        self.netG, self.netD = reference_models(device, WGAN_NZ, WGAN_NF, WGAN_NF, lambda c: nn.GroupNorm(1, c))
+        self.optimizerD = torch.optim.Adam(self.netD.parameters(), lr=1e-4, betas=(0.0, 0.9))
+        self.optimizerG = torch.optim.Adam(self.netG.parameters(), lr=1e-4, betas=(0.0, 0.9))
+        self.one = torch.tensor(1.0, device=device)
+        self.mone = -self.one
+
+    def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """``GP_LAMBDA * E[(||grad D(x_hat)|| - 1)^2]`` on random interpolates of real and fake."""
+        alpha = torch.rand(real.size(0), 1, 1, 1, device=self.device).expand_as(real)
+        interpolates = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+        disc_interpolates = self.netD(interpolates)
+        gradients = torch.autograd.grad(outputs=disc_interpolates, inputs=interpolates,
+                                        grad_outputs=torch.ones_like(disc_interpolates),
+                                        create_graph=True, retain_graph=True, only_inputs=True)[0]
+        gradients = gradients.view(gradients.size(0), -1)
+        return ((gradients.norm(2, dim=1) - 1) ** 2).mean() * GP_LAMBDA
+
+    def step(self) -> None:
+        """``N_CRITIC`` critic updates and one G update (without printing, plotting or sample saving)."""
+        netG, netD, device, one, mone = self.netG, self.netD, self.device, self.one, self.mone
+        ############################
+        # (1) Update D network
+        ###########################
+        for p in netD.parameters():  # reset requires_grad
+            p.requires_grad = True  # they are set to False below in netG update
+        for _ in range(N_CRITIC):
+            real = self.next_batch()
+            netD.zero_grad()
+            # train with real
+            D_real = netD(real).mean()
+            D_real.backward(mone)
+            # train with fake
+            noise = torch.randn(real.size(0), WGAN_NZ, 1, 1, device=device)
+            with torch.no_grad():
+                fake = netG(noise)  # totally freeze netG
+            D_fake = netD(fake).mean()
+            D_fake.backward(one)
+            # train with gradient penalty
+            gradient_penalty = self.gradient_penalty(real, fake)
+            gradient_penalty.backward()
+            self.optimizerD.step()
+        ############################
+        # (2) Update G network
+        ###########################
+        for p in netD.parameters():
+            p.requires_grad = False  # to avoid computation
+        netG.zero_grad()
+        noise = torch.randn(BATCH, WGAN_NZ, 1, 1, device=device)
+        fake = netG(noise)
+        G = netD(fake).mean()
+        G.backward(mone)
+        self.optimizerG.step()
+
+
+@dataclass(frozen=True)
+class TrainingBench:
+    """One training comparison: a registered model under ``fit`` next to a plain reference loop."""
+
+    model: str  # registered name given to fit (its default config at 64 px)
+    what: str  # the row's text
+    end_of_run: str  # the end-of-run row's text
+    reference: Callable[[list[torch.Tensor], torch.device], ReferenceLoop]
+    train: dict = field(default_factory=dict)  # TrainConfig settings besides the benchmark's own
+
+    @property
+    def n_critic(self) -> int:
+        return self.train.get("n_critic", 1)
+
+
+TRAINING = {
+    "dcgan": TrainingBench(
+        "dcgan", "train DCGAN 64 px, batch {batch}: fit{amp} vs pytorch/examples loop",
+        "fit end-of-run log + sample grid + checkpoint (outside the window)", DCGANReference),
+    "wgan-gp": TrainingBench(
+        "wgan-gp", "train WGAN-GP 64 px, batch {batch}, n_critic {n_critic}: fit{amp} vs plain WGAN-GP loop",
+        "fit WGAN-GP end-of-run log + sample grid + checkpoint (outside the window)", WGANGPReference,
+        {"n_critic": N_CRITIC, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4}),  # as wgan_gp.py recommends
+}
+
+
+def paired_round(bench: TrainingBench, data: ImageSet, batches: list[torch.Tensor], warmup: int, steps: int,
+                 device: torch.device) -> dict:
     """One round of ``fit`` and the reference loop, interleaved step by step.
 
-    ``fit``'s ``on_step`` callback runs one reference step after every fit step, so both loops see the same
-    machine load at the same moments (this machine is shared and noisy). Each loop's step time is the time
-    between the callback's boundaries; setup happens before step 1 and falls in the warm-up. ``fit`` runs one
-    step past the window: its end-of-run log row, sample grid and checkpoint fire there.
+    ``fit``'s ``on_step`` callback runs one reference step after every fit step (one generator update, after
+    ``n_critic`` critic updates in both), so both loops see the same machine load at the same moments (this
+    machine is shared and noisy). Each loop's step time is the time between the callback's boundaries; setup
+    happens before step 1 and falls in the warm-up. ``fit`` runs one step past the window: its end-of-run log
+    row, sample grid and checkpoint fire there.
+
+    Args:
+        steps: timed steps; ``warmup`` steps come before them.
 
     Returns:
-        fit and reference img/s over the ``steps`` steps after ``WARMUP`` warm-up steps, and the end-of-run
-        cost in seconds (that last step minus a median step).
+        fit and reference img/s (real images the critic consumed: ``BATCH * n_critic`` per step) over the
+        ``steps`` steps after the warm-up, and the end-of-run cost in seconds (that last step minus a median
+        step).
     """
-    reference = ReferenceLoop(batches, device)
+    reference = bench.reference(batches, device)
     fit_times, reference_times = [], []
     resumed = time.perf_counter()
 
@@ -171,38 +293,45 @@ def paired_round(data: ImageSet, batches: list[torch.Tensor], steps: int, device
         nonlocal resumed
         sync(device)
         fit_times.append(time.perf_counter() - resumed)
-        if step <= WARMUP + steps:
+        if step <= warmup + steps:
             started = time.perf_counter()
             reference.step()
             sync(device)
             reference_times.append(time.perf_counter() - started)
         resumed = time.perf_counter()
 
-    config = TrainConfig(max_steps=WARMUP + steps + 1, batch_size=BATCH, sample_every=NEVER,
-                         checkpoint_every=NEVER, progress=False, device=str(device))
+    config = TrainConfig(max_steps=warmup + steps + 1, batch_size=BATCH, sample_every=NEVER,
+                         checkpoint_every=NEVER, progress=False, device=str(device), **bench.train)
     with tempfile.TemporaryDirectory(prefix="medgan-bench-") as run_dir:
-        fit("dcgan", data, config, run_dir, on_step=on_step)  # the default DCGAN: z 100, 64 features
-    window = slice(WARMUP, WARMUP + steps)
-    return {"fit": steps * BATCH / sum(fit_times[window]),
-            "reference": steps * BATCH / sum(reference_times[window]),
+        fit(bench.model, data, config, run_dir, on_step=on_step)  # the model's default config at 64 px
+    window = slice(warmup, warmup + steps)
+    images = steps * BATCH * bench.n_critic
+    return {"fit": images / sum(fit_times[window]), "reference": images / sum(reference_times[window]),
             "end_of_run_s": fit_times[-1] - statistics.median(fit_times[window])}
 
 
-def bench_training(device: torch.device, steps: int, rounds: int) -> list[dict]:
-    """Rows for measurement 1."""
+def bench_training(device: torch.device, steps: int, rounds: int, models: list[str]) -> list[dict]:
+    """Rows for measurement 1, for each model in ``models`` (keys of ``TRAINING``)."""
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (16 * BATCH, NC, 64, 64), dtype=torch.uint8, generator=generator)
     data = ImageSet(images=images, labels=torch.zeros(len(images), dtype=torch.int64), class_names=["random"])
     batches = list((images.float() / 127.5 - 1).to(device).split(BATCH))
-    results = [paired_round(data, batches, steps, device) for _ in range(rounds)]
     amp = " (AMP)" if device.type == "cuda" else ""
-    return [
-        row(f"train DCGAN 64 px, batch {BATCH}: fit{amp} vs pytorch/examples loop",
-            [r["fit"] for r in results], [r["reference"] for r in results],
-            f"steps interleaved; {WARMUP} warm-up + {steps} timed steps x {rounds} rounds; goal >= 1.0x"),
-        {"what": "fit end-of-run log + sample grid + checkpoint (outside the window)",
-         "medgan": [r["end_of_run_s"] for r in results], "unit": "s"},
-    ]
+    rows = []
+    for name in models:
+        bench = TRAINING[name]
+        # the same number of D updates for every model: ``steps`` (and WARMUP) count D updates
+        warmup, timed = max(1, WARMUP // bench.n_critic), max(1, round(steps / bench.n_critic))
+        results = [paired_round(bench, data, batches, warmup, timed, device) for _ in range(rounds)]
+        updates = f" ({timed * bench.n_critic} critic updates)" if bench.n_critic > 1 else ""
+        rows += [
+            row(bench.what.format(batch=BATCH, n_critic=bench.n_critic, amp=amp),
+                [r["fit"] for r in results], [r["reference"] for r in results],
+                f"steps interleaved; {warmup} warm-up + {timed} timed steps{updates} x {rounds} rounds; "
+                "goal >= 1.0x"),
+            {"what": bench.end_of_run, "medgan": [r["end_of_run_s"] for r in results], "unit": "s"},
+        ]
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- 2. data pipeline
@@ -347,10 +476,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps and one round, to check that it runs")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', ...")
-    parser.add_argument("--steps", type=int, help="timed training steps per round (default 20; --quick 4)")
+    parser.add_argument("--steps", type=int, help="timed D updates per training round (default 20; --quick 4): "
+                                                  "steps for DCGAN, steps/n_critic generator steps for WGAN-GP")
     parser.add_argument("--rounds", type=int, help="alternating rounds per measurement (default 3; --quick 1)")
+    parser.add_argument("--models", default=",".join(TRAINING),
+                        help=f"comma-separated training rows to run, of {', '.join(TRAINING)} (default: all); "
+                             "'none' skips training")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    models = [] if args.models == "none" else [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = sorted(set(models) - set(TRAINING))
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; use a comma-separated list of {', '.join(TRAINING)}, or 'none'")
     steps = args.steps or (4 if args.quick else 20)
     rounds = args.rounds or (1 if args.quick else 3)
     device = resolve_device(args.device)
@@ -363,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
     print("  ".join(f"{key}: {value}" for key, value in env.items()), flush=True)
 
     rows = []
-    for title, bench in (("training", lambda: bench_training(device, steps, rounds)),
+    for title, bench in (("training", lambda: bench_training(device, steps, rounds, models)),
                          ("data pipeline", lambda: bench_data(device, rounds)),
                          ("generation", lambda: bench_generation(device, 64 if args.quick else 256, rounds))):
         started = time.perf_counter()
