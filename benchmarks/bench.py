@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench.py                  # full run, about 3-7 min on 2 CPU cores
     .venv/bin/python benchmarks/bench.py --quick          # a few steps, to check that it runs
-    .venv/bin/python benchmarks/bench.py --models wgan-gp # training rows of WGAN-GP only (dcgan, wgan-gp, none)
+    .venv/bin/python benchmarks/bench.py --models wgan-gp # training rows of WGAN-GP only (dcgan, wgan-gp, progan, none)
     .venv/bin/python benchmarks/bench.py --device cuda --json bench.json
 
 Three measurements, medgan next to a reference in the same process, repeated in rounds; medians are printed
@@ -20,6 +20,12 @@ with the spread of the rounds (the machine may be shared, so read the spread bef
    generator update after ``n_critic`` critic updates in both; img/s count the real images the critic consumed
    (batch * n_critic per step). ``--steps`` counts D updates, so WGAN-GP times ``steps / n_critic`` generator
    steps (``--models`` picks the rows).
+   ProGAN at 64 px, one row per stage (4, 8, 16, 32, 64 px at S0's batch sizes 32, 32, 32, 16, 16; lr 1e-3, betas
+   (0.0, 0.99), n_critic 1, lambda 10, drift 1e-3): ``fit("progan")`` with ``stage_images``/``stage_batch_sizes``/
+   ``fade_fraction=0`` set so that it takes one untimed step per earlier stage, then stays at that stage with alpha 1,
+   next to the same classic WGAN-GP loop plus the drift term. Here the reference SHARES the networks (medgan's
+   ``progan.py`` G and D, stage set, alpha 1): only the loop differs. Widths: S0's ``base_features=256`` on CUDA,
+   64 on CPU (256 takes about 20 s a step at 64 px on 2 cores). At most 5 timed steps per stage.
 2. Data pipeline img/s on the real ``brain_tumor_mri_small`` Training set at 64 px: one epoch of the cached
    ``load_images`` + ``BatchStream`` (batch 64, hflip) next to one epoch of torchvision ``ImageFolder`` +
    transforms + ``DataLoader(num_workers=2)``, which decodes every epoch; plus the first (cold) decode into a
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -45,6 +52,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from medgan_core.config import DataConfig, TrainConfig
 from medgan_core.data import BatchStream, ImageSet, load_images
@@ -57,6 +65,8 @@ DATA_SET = "brain_tumor_mri_small"
 NZ, NGF, NDF, NC = 100, 64, 64, 1  # the default DCGAN at 64 px, grayscale
 WGAN_NZ, WGAN_NF, N_CRITIC, GP_LAMBDA = 256, 32, 5, 10.0  # the default WGAN-GP at 64 px (z 256, 32 features)
 BATCH = 64
+PROGAN_BATCHES = (32, 32, 32, 16, 16)  # S0's batch sizes at 4, 8, 16, 32, 64 px
+PROGAN_MAX_TIMED = 5  # timed steps per ProGAN stage at most (five stages, each grown to first)
 WARMUP = 3
 NEVER = 10 ** 9  # sample/checkpoint interval that never fires inside the timed window
 
@@ -183,15 +193,27 @@ class DCGANReference(ReferenceLoop):
 
 class WGANGPReference(ReferenceLoop):
     """The classic WGAN-GP loop (Gulrajani et al.'s Algorithm 1 as in the common PyTorch ports, e.g.
-    caogang/wgan-gp): ``N_CRITIC`` critic updates, then one G update on fresh noise, per :meth:`step`."""
+    caogang/wgan-gp): ``n_critic`` critic updates, then one G update on fresh noise, per :meth:`step`.
+
+    Subclasses change the networks (:meth:`networks`, :meth:`noise`) and the class settings below.
+    """
+
+    n_critic, lr, betas, drift = N_CRITIC, 1e-4, (0.0, 0.9), 0.0  # drift: ProGAN's epsilon * E[D(real)^2]
 
     def __init__(self, batches: list[torch.Tensor], device: torch.device):
         super().__init__(batches, device)
-        self.netG, self.netD = reference_models(device, WGAN_NZ, WGAN_NF, WGAN_NF, lambda c: nn.GroupNorm(1, c))
-        self.optimizerD = torch.optim.Adam(self.netD.parameters(), lr=1e-4, betas=(0.0, 0.9))
-        self.optimizerG = torch.optim.Adam(self.netG.parameters(), lr=1e-4, betas=(0.0, 0.9))
+        self.netG, self.netD = self.networks()
+        self.optimizerD = torch.optim.Adam(self.netD.parameters(), lr=self.lr, betas=self.betas)
+        self.optimizerG = torch.optim.Adam(self.netG.parameters(), lr=self.lr, betas=self.betas)
         self.one = torch.tensor(1.0, device=device)
         self.mone = -self.one
+
+    def networks(self) -> tuple[nn.Module, nn.Module]:
+        """G and critic of medgan's WGAN-GP at 64 px, written out (see :func:`reference_models`)."""
+        return reference_models(self.device, WGAN_NZ, WGAN_NF, WGAN_NF, lambda c: nn.GroupNorm(1, c))
+
+    def noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, WGAN_NZ, 1, 1, device=self.device)
 
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """``GP_LAMBDA * E[(||grad D(x_hat)|| - 1)^2]`` on random interpolates of real and fake."""
@@ -205,21 +227,25 @@ class WGANGPReference(ReferenceLoop):
         return ((gradients.norm(2, dim=1) - 1) ** 2).mean() * GP_LAMBDA
 
     def step(self) -> None:
-        """``N_CRITIC`` critic updates and one G update (without printing, plotting or sample saving)."""
-        netG, netD, device, one, mone = self.netG, self.netD, self.device, self.one, self.mone
+        """``n_critic`` critic updates and one G update (without printing, plotting or sample saving)."""
+        netG, netD, one, mone = self.netG, self.netD, self.one, self.mone
         ############################
         # (1) Update D network
         ###########################
         for p in netD.parameters():  # reset requires_grad
             p.requires_grad = True  # they are set to False below in netG update
-        for _ in range(N_CRITIC):
+        for _ in range(self.n_critic):
             real = self.next_batch()
             netD.zero_grad()
             # train with real
-            D_real = netD(real).mean()
-            D_real.backward(mone)
+            if self.drift:
+                D_real = netD(real)
+                (self.drift * D_real.square().mean() - D_real.mean()).backward()
+            else:
+                D_real = netD(real).mean()
+                D_real.backward(mone)
             # train with fake
-            noise = torch.randn(real.size(0), WGAN_NZ, 1, 1, device=device)
+            noise = self.noise(real.size(0))
             with torch.no_grad():
                 fake = netG(noise)  # totally freeze netG
             D_fake = netD(fake).mean()
@@ -234,11 +260,40 @@ class WGANGPReference(ReferenceLoop):
         for p in netD.parameters():
             p.requires_grad = False  # to avoid computation
         netG.zero_grad()
-        noise = torch.randn(BATCH, WGAN_NZ, 1, 1, device=device)
+        noise = self.noise(real.size(0))
         fake = netG(noise)
         G = netD(fake).mean()
         G.backward(mone)
         self.optimizerG.step()
+
+
+def progan_features(device: torch.device) -> int:
+    """ProGAN width benchmarked: S0's 256 on CUDA; 64 on CPU, where 256 takes about 20 s a step at 64 px."""
+    return 256 if device.type == "cuda" else 64
+
+
+class ProGANReference(WGANGPReference):
+    """The same classic loop for ProGAN at one stage, alpha 1: a critic update (WGAN loss + lambda 10 penalty +
+    drift 1e-3 * E[D(real)^2]) and a G update on fresh noise per :meth:`step`, lr 1e-3, betas (0.0, 0.99).
+
+    The networks are medgan's own ProGAN G and D (64 px, :func:`progan_features` widths), as ``fit`` builds them:
+    only the loop differs.
+    """
+
+    n_critic, lr, betas, drift = 1, 1e-3, (0.0, 0.99), 1e-3
+
+    def __init__(self, batches: list[torch.Tensor], device: torch.device, stage: int):
+        self.stage = stage
+        super().__init__(batches, device)
+
+    def networks(self) -> tuple[nn.Module, nn.Module]:
+        G, D, self.config = build_model("progan", image_size=64, base_features=progan_features(self.device))
+        for net in (G, D):
+            net.set_growth(self.stage, 1.0)
+        return G.to(self.device), D.to(self.device)
+
+    def noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.config.z_dim, device=self.device)
 
 
 @dataclass(frozen=True)
@@ -250,20 +305,40 @@ class TrainingBench:
     end_of_run: str  # the end-of-run row's text
     reference: Callable[[list[torch.Tensor], torch.device], ReferenceLoop]
     train: dict = field(default_factory=dict)  # TrainConfig settings besides the benchmark's own
+    batch: int = BATCH
+    stage: int | None = None  # growing models (ProGAN): the stage timed, at alpha 1
 
     @property
     def n_critic(self) -> int:
         return self.train.get("n_critic", 1)
 
+    @property
+    def resolution(self) -> int:
+        return 64 if self.stage is None else 4 * 2 ** self.stage
 
-TRAINING = {
-    "dcgan": TrainingBench(
+    def model_config(self, device: torch.device, stage_steps: int) -> dict | None:
+        """fit's model_config: for a growing model, one step (batch ``stage_images``) at each earlier stage, then
+        ``stage_steps`` steps of ``batch`` at ``stage``, alpha 1 from its first step (no fade)."""
+        if self.stage is None:
+            return None
+        images = self.batch * stage_steps
+        return {"base_features": progan_features(device), "stage_images": images, "fade_fraction": 0.0,
+                "stage_batch_sizes": (images,) * self.stage + (self.batch,)}
+
+
+TRAINING = {  # --models name -> its rows
+    "dcgan": (TrainingBench(
         "dcgan", "train DCGAN 64 px, batch {batch}: fit{amp} vs pytorch/examples loop",
-        "fit end-of-run log + sample grid + checkpoint (outside the window)", DCGANReference),
-    "wgan-gp": TrainingBench(
+        "fit end-of-run log + sample grid + checkpoint (outside the window)", DCGANReference),),
+    "wgan-gp": (TrainingBench(
         "wgan-gp", "train WGAN-GP 64 px, batch {batch}, n_critic {n_critic}: fit{amp} vs plain WGAN-GP loop",
         "fit WGAN-GP end-of-run log + sample grid + checkpoint (outside the window)", WGANGPReference,
-        {"n_critic": N_CRITIC, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4}),  # as wgan_gp.py recommends
+        {"n_critic": N_CRITIC, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4}),),  # as wgan_gp.py recommends
+    "progan": tuple(TrainingBench(
+        "progan", f"train ProGAN stage {stage} ({4 * 2 ** stage} px), batch {{batch}}: fit{{amp}} vs plain loop", "",
+        functools.partial(ProGANReference, stage=stage),
+        {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "extra": {"drift": 1e-3}},  # S0
+        batch, stage) for stage, batch in enumerate(PROGAN_BATCHES)),
 }
 
 
@@ -275,17 +350,19 @@ def paired_round(bench: TrainingBench, data: ImageSet, batches: list[torch.Tenso
     ``n_critic`` critic updates in both), so both loops see the same machine load at the same moments (this
     machine is shared and noisy). Each loop's step time is the time between the callback's boundaries; setup
     happens before step 1 and falls in the warm-up. ``fit`` runs one step past the window: its end-of-run log
-    row, sample grid and checkpoint fire there.
+    row, sample grid and checkpoint fire there. A growing model first takes one untimed step per earlier stage
+    (no reference steps); the warm-up then starts at ``bench.stage``.
 
     Args:
         steps: timed steps; ``warmup`` steps come before them.
 
     Returns:
-        fit and reference img/s (real images the critic consumed: ``BATCH * n_critic`` per step) over the
+        fit and reference img/s (real images the critic consumed: ``batch * n_critic`` per step) over the
         ``steps`` steps after the warm-up, and the end-of-run cost in seconds (that last step minus a median
         step).
     """
     reference = bench.reference(batches, device)
+    grow = bench.stage or 0  # fit steps before the timed stage
     fit_times, reference_times = [], []
     resumed = time.perf_counter()
 
@@ -293,19 +370,21 @@ def paired_round(bench: TrainingBench, data: ImageSet, batches: list[torch.Tenso
         nonlocal resumed
         sync(device)
         fit_times.append(time.perf_counter() - resumed)
-        if step <= warmup + steps:
+        if grow < step <= grow + warmup + steps:
             started = time.perf_counter()
             reference.step()
             sync(device)
             reference_times.append(time.perf_counter() - started)
         resumed = time.perf_counter()
 
-    config = TrainConfig(max_steps=warmup + steps + 1, batch_size=BATCH, sample_every=NEVER,
+    config = TrainConfig(max_steps=grow + warmup + steps + 1, batch_size=bench.batch, sample_every=NEVER,
                          checkpoint_every=NEVER, progress=False, device=str(device), **bench.train)
-    with tempfile.TemporaryDirectory(prefix="medgan-bench-") as run_dir:
-        fit(bench.model, data, config, run_dir, on_step=on_step)  # the model's default config at 64 px
-    window = slice(warmup, warmup + steps)
-    images = steps * BATCH * bench.n_critic
+    with tempfile.TemporaryDirectory(prefix="medgan-bench-") as run_dir:  # the model's default config at 64 px
+        fit(bench.model, data, config, run_dir, model_config=bench.model_config(device, warmup + steps + 1),
+            on_step=on_step)
+    window = slice(warmup, warmup + steps)  # of the steps at the timed stage
+    fit_times = fit_times[grow:]
+    images = steps * bench.batch * bench.n_critic
     return {"fit": images / sum(fit_times[window]), "reference": images / sum(reference_times[window]),
             "end_of_run_s": fit_times[-1] - statistics.median(fit_times[window])}
 
@@ -315,22 +394,31 @@ def bench_training(device: torch.device, steps: int, rounds: int, models: list[s
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (16 * BATCH, NC, 64, 64), dtype=torch.uint8, generator=generator)
     data = ImageSet(images=images, labels=torch.zeros(len(images), dtype=torch.int64), class_names=["random"])
-    batches = list((images.float() / 127.5 - 1).to(device).split(BATCH))
+    real = images.float() / 127.5 - 1
     amp = " (AMP)" if device.type == "cuda" else ""
     rows = []
-    for name in models:
-        bench = TRAINING[name]
+    for bench in (bench for name in models for bench in TRAINING[name]):
+        # the reference's batches at the row's resolution (area downsampling, as BatchStream does) and batch size
+        size = bench.resolution
+        batches = list((real if size == 64 else F.interpolate(real, size=(size, size), mode="area"))
+                       .to(device).split(bench.batch))
         # the same number of D updates for every model: ``steps`` (and WARMUP) count D updates
         warmup, timed = max(1, WARMUP // bench.n_critic), max(1, round(steps / bench.n_critic))
+        if bench.stage is not None:
+            timed = min(timed, PROGAN_MAX_TIMED)
         results = [paired_round(bench, data, batches, warmup, timed, device) for _ in range(rounds)]
         updates = f" ({timed * bench.n_critic} critic updates)" if bench.n_critic > 1 else ""
-        rows += [
-            row(bench.what.format(batch=BATCH, n_critic=bench.n_critic, amp=amp),
-                [r["fit"] for r in results], [r["reference"] for r in results],
-                f"steps interleaved; {warmup} warm-up + {timed} timed steps{updates} x {rounds} rounds; "
-                "goal >= 1.0x"),
-            {"what": bench.end_of_run, "medgan": [r["end_of_run_s"] for r in results], "unit": "s"},
-        ]
+        note = f"steps interleaved; {warmup} warm-up + {timed} timed steps{updates} x {rounds} rounds; goal >= 1.0x"
+        if bench.stage is not None:
+            note += (f"; SAME networks (medgan's progan.py G and D, 64 px, base_features {progan_features(device)}, "
+                     "alpha 1), only the loop differs: the reference is the classic WGAN-GP + drift loop written "
+                     "out (default memory format, non-fused Adam, no EMA, no logging, G update on fresh noise)"
+                     + (f"; fit first takes {bench.stage} untimed step(s) through the earlier stages"
+                        if bench.stage else ""))
+        rows.append(row(bench.what.format(batch=bench.batch, n_critic=bench.n_critic, amp=amp),
+                        [r["fit"] for r in results], [r["reference"] for r in results], note))
+        if bench.end_of_run:
+            rows.append({"what": bench.end_of_run, "medgan": [r["end_of_run_s"] for r in results], "unit": "s"})
     return rows
 
 
@@ -477,7 +565,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="few steps and one round, to check that it runs")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', ...")
     parser.add_argument("--steps", type=int, help="timed D updates per training round (default 20; --quick 4): "
-                                                  "steps for DCGAN, steps/n_critic generator steps for WGAN-GP")
+                                                  "steps for DCGAN, steps/n_critic generator steps for WGAN-GP, "
+                                                  f"at most {PROGAN_MAX_TIMED} steps per ProGAN stage")
     parser.add_argument("--rounds", type=int, help="alternating rounds per measurement (default 3; --quick 1)")
     parser.add_argument("--models", default=",".join(TRAINING),
                         help=f"comma-separated training rows to run, of {', '.join(TRAINING)} (default: all); "
