@@ -35,7 +35,7 @@ class DataConfig:
 class TrainConfig:
     """How the one training loop runs. Every field is saved in each checkpoint."""
 
-    epochs: int = 10  # passes over the training set (ignored if max_steps is set)
+    epochs: int = 10  # passes over the training set (ignored if max_steps is set; growing models follow their plan)
     max_steps: int | None = None  # generator updates in total; overrides epochs
     batch_size: int = 64
     lr_g: float = 2e-4
