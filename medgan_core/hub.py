@@ -30,7 +30,7 @@ from .checkpoint import load_generator
 from .config import to_dict
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .registry import build_model, get_model_spec, list_models
-from .sampling import fixed_labels, sample, save_grid
+from .sampling import class_names_for, fixed_labels, num_classes_of, sample, save_grid
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -86,10 +86,10 @@ def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str
     if not isinstance(generator.config, spec.config_cls):
         raise ValueError(f"the generator's config is a {type(generator.config).__name__}, but model "
                          f"{model_name!r} uses {spec.config_cls.__name__}: pass the name it was built with")
-    num_classes = int(getattr(generator.config, "num_classes", 0))
+    num_classes = num_classes_of(generator)
     names = [str(name) for name in class_names or []]
-    if num_classes and names and len(names) != num_classes:
-        raise ValueError(f"{len(names)} class names for a generator with {num_classes} classes")
+    if num_classes and names:
+        class_names_for(generator, names)  # the same count check as sampling and plotting
     metrics = {str(name): float(value) for name, value in (metrics or {}).items()}
     folder = Path(folder)
     config = {
