@@ -39,8 +39,9 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         # S1's D learning rate (5e-5) left D at chance and G collapsed in short CPU runs: use 2e-4 here
         ("02_conditional_dcgan", {**_DEMO_COMMON, "lr_d": 2e-4}),
     ],
-    # every notebook on the demo set, ~21 minutes on 2 CPU cores
+    # every notebook on the demo set, ~25 minutes on 2 CPU cores
     "all": [
+        ("00_vit_evaluator", {"dataset": "demo", "image_size": 64, "max_minutes": 4.0}),
         ("01_dcgan", _DEMO_COMMON),
         ("02_conditional_dcgan", {**_DEMO_COMMON, "lr_d": 2e-4}),
         ("03_wgan_gp", {**_DEMO_COMMON, "max_steps": 1000}),
@@ -48,6 +49,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
                        "max_minutes": 5.0, "sample_every": 500, "checkpoint_every": 1000}),
     ],
     "smoke": [
+        ("00_vit_evaluator", {}),
         ("01_dcgan", {"max_steps": 2}),
         ("02_conditional_dcgan", {"max_steps": 2}),
         ("03_wgan_gp", {"max_steps": 2}),

@@ -8,6 +8,7 @@ from the file alone through the model registry.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -156,6 +157,21 @@ def find_latest_checkpoint(folder: str | Path) -> Path | None:
     return max(numbered, key=lambda p: int(p.stem.split("-", 1)[1]), default=None)
 
 
+def state_dict_sha256(module: nn.Module) -> str:
+    """SHA-256 of a module's state dict (names and raw tensor bytes, sorted), so scores can name the exact weights.
+
+    Args:
+        module: any module.
+    Returns:
+        The hex digest; equal for equal weights whatever the device or memory format.
+    """
+    digest = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def checkpoint_name(step: int) -> str:
     """File name of the checkpoint written after ``step`` generator updates."""
     return f"step-{step:08d}.safetensors"
@@ -180,6 +196,9 @@ def load_generator(path: str | Path, *, use_ema: bool = True, device: str | torc
             raise CheckpointError(f"no step-*.safetensors checkpoint in {path} or {path / 'checkpoints'}")
         path = latest
     checkpoint = load_checkpoint(path)
+    if "model" not in checkpoint.meta:
+        raise CheckpointError(f"{path} is a {checkpoint.meta.get('kind', 'non-GAN')} checkpoint, not a GAN run's; "
+                              "pass a step-*.safetensors file or a run folder")
     model_name = checkpoint.meta["model"]
     if expected_model is not None and model_name != expected_model:
         raise CheckpointError(f"{path} is a checkpoint for model {model_name!r}, not {expected_model!r}; "

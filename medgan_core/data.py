@@ -22,7 +22,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -107,6 +107,45 @@ class ImageSet:
         """Number of images per class name (classes without images count 0)."""
         counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
         return dict(zip(self.class_names, counts))
+
+    def subset(self, indices: Sequence[int] | torch.Tensor, split: str | None = None) -> "ImageSet":
+        """The images at ``indices``, with the same classes and source.
+
+        Args:
+            indices: rows to keep, in order.
+            split: name of the new split (default: unchanged).
+        Returns:
+            A new :class:`ImageSet` whose cache key also names the rows, so distinct subsets never share cached
+            features.
+        """
+        index = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        digest = hashlib.sha256(index.numpy().tobytes()).hexdigest()[:12]
+        files = [self.files[i] for i in index.tolist()] if self.files else []
+        return ImageSet(self.images[index], self.labels[index], list(self.class_names), self.source,
+                        split or self.split, f"{self.cache_key}:{split or self.split}:{digest}", [], files)
+
+    def stratified_split(self, fraction: float, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
+        """Split off ``fraction`` of every class (at least one image of each class with two or more).
+
+        Args:
+            fraction: share of each class that goes to the second set, 0 < fraction < 1.
+            seed: fixes the split.
+        Returns:
+            ``(rest, held_out)``, e.g. (train, validation) carved from a training set.
+        Raises:
+            ValueError: for a fraction outside (0, 1).
+        """
+        if not 0 < fraction < 1:
+            raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+        generator = torch.Generator().manual_seed(seed)
+        rest, held_out = [], []
+        for label in range(len(self.class_names)):
+            rows = torch.nonzero(self.labels == label).flatten()
+            rows = rows[torch.randperm(len(rows), generator=generator)].tolist()
+            n_out = min(len(rows) - 1, max(1, round(fraction * len(rows)))) if len(rows) > 1 else 0
+            held_out += rows[:n_out]
+            rest += rows[n_out:]
+        return self.subset(sorted(rest)), self.subset(sorted(held_out), split=f"{self.split}-heldout")
 
 
 # ----------------------------------------------------------------------------------------------- dataset specs
@@ -602,7 +641,7 @@ class BatchStream:
         images = self.data.images[rows].to(self.device, non_blocking=True)  # (B, C, S, S) uint8
         if flips is not None:
             images = torch.where(flips.to(self.device)[:, None, None, None], images.flip(-1), images)
-        x = images.float().div_(127.5).sub_(1)
+        x = to_float(images)
         if self.resolution < self.data.image_size:
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="area")
         if self.channels_last:
@@ -619,3 +658,14 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
         uint8 tensor of the same shape; exact inverse of the batch scaling for decoded images.
     """
     return x.detach().float().nan_to_num(-1.0).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (0..255) -> float32 in [-1, 1]; float images are taken to be in [-1, 1] already (generator range).
+
+    Args:
+        images: tensor of any shape, uint8 or float.
+    Returns:
+        float32 tensor of the same shape and device.
+    """
+    return images.float().div(127.5).sub(1) if images.dtype == torch.uint8 else images.float()

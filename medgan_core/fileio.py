@@ -1,6 +1,7 @@
 """Atomic file writes: a killed process leaves either the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -44,3 +45,18 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, value: Any) -> Path:
     """Pretty-printed JSON version of :func:`atomic_write_bytes`."""
     return atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks.
+
+    Args:
+        path: the file.
+    Returns:
+        The hex digest.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -225,6 +225,72 @@ def plot_sample_progression(run_dir: str | Path, max_grids: int = 6, *, kind: st
     return _finish(fig, save_to)
 
 
+def plot_classifier_history(history: pd.DataFrame | Sequence[dict], *, save_to: str | Path | None = None) -> Figure:
+    """Evaluator training curves: train/validation loss and validation accuracy per epoch.
+
+    Args:
+        history: ``evaluator.meta["history"]`` or the run's ``history.csv`` (epoch, train_loss, val_loss,
+            val_accuracy).
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure (two panels sharing the epoch axis).
+    Raises:
+        ValueError: for an empty history.
+    """
+    frame = pd.DataFrame(history)
+    if frame.empty:
+        raise ValueError("the classifier history is empty: train for at least one epoch")
+    fig, (loss_ax, accuracy_ax) = _new_figure(1, 2, figsize=(9, 3))
+    loss_ax.plot(frame["epoch"], frame["train_loss"], label="train")
+    loss_ax.plot(frame["epoch"], frame["val_loss"], label="validation")
+    loss_ax.set_ylabel("cross-entropy (smoothed labels)")
+    loss_ax.legend(loc="best")
+    accuracy_ax.plot(frame["epoch"], frame["val_accuracy"], marker="o", color="tab:green")
+    best = frame["val_accuracy"].idxmax()
+    accuracy_ax.axvline(frame.loc[best, "epoch"], color="gray", linestyle=":", label="best epoch (kept)")
+    accuracy_ax.set_ylabel("validation accuracy")
+    accuracy_ax.legend(loc="lower right")
+    for ax in (loss_ax, accuracy_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    return _finish(fig, save_to)
+
+
+def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], *, normalize: bool = True,
+                          title: str | None = None, save_to: str | Path | None = None) -> Figure:
+    """Confusion matrix heat map (rows = true class, columns = predicted), counts written in each cell.
+
+    Args:
+        confusion: (K, K) counts.
+        class_names: the K class names.
+        normalize: colour by the share of each true class (row), which makes rare classes readable.
+        title: figure title.
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure.
+    Raises:
+        ValueError: when the matrix is not K x K for the K names.
+    """
+    counts = np.asarray(confusion)
+    k = len(class_names)
+    if counts.shape != (k, k):
+        raise ValueError(f"confusion matrix of shape {counts.shape} does not fit {k} class names")
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0) if normalize else counts
+    fig, (ax,) = _new_figure(1, 1, figsize=(1.2 * k + 2.5, 1.1 * k + 1.5))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    for (i, j), count in np.ndenumerate(counts):
+        ax.text(j, i, f"{count}" + (f"\n{shares[i, j]:.0%}" if normalize else ""), ha="center", va="center",
+                color="white" if shares[i, j] > 0.5 * shares.max() else "black", fontsize=9)
+    ax.set_xticks(range(k), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "Confusion matrix" + (" (colour: share of the true class)" if normalize else ""))
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return _finish(fig, save_to)
+
+
 def _rows_by_class(images: torch.Tensor, labels: torch.Tensor | Sequence[int], nrow: int | None,
                    class_names: Sequence[str] | None) -> tuple[torch.Tensor, int, list[str]]:
     """Reorder a batch so each class fills its own rows (blank tiles pad a class's last row).

@@ -15,7 +15,7 @@ import torch.nn as nn
 from PIL import Image
 
 from . import __version__
-from .data import to_uint8
+from .data import ImageSet, to_uint8
 from .fileio import atomic_write_bytes, atomic_write_json
 
 
@@ -182,6 +182,35 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
     return atomic_write_bytes(path, png_bytes(make_grid(images, nrow)))
 
 
+@torch.no_grad()
+def synthetic_set(generator: nn.Module, n_per_class: int, *, class_names: Sequence[str] | None = None,
+                  seed: int = 0, batch_size: int = 64, source: str = "synthetic") -> ImageSet:
+    """Generated images as an :class:`ImageSet`, the same type as real data (for metrics, CAS, augmentation).
+
+    Conditional generators give ``n_per_class`` images of every class (class ``k`` from seed ``seed + k``, so a
+    class is reproducible on its own); unconditional ones give ``n_per_class`` images of one class ``synthetic``.
+
+    Args:
+        generator: trained generator.
+        n_per_class: images per class.
+        class_names: names of the generator's classes (default ``class 0``...).
+        seed: base latent seed.
+        batch_size: images per forward pass.
+        source: recorded as the set's source (e.g. the run folder).
+    Returns:
+        uint8 images with labels, split ``"synthetic"``.
+    """
+    num_classes = num_classes_of(generator)
+    names = class_names_for(generator, class_names) if num_classes else ["synthetic"]
+    images, labels = [], []
+    for class_index in range(len(names)):
+        label = class_index if num_classes else None
+        images.append(to_uint8(sample(generator, n_per_class, label, seed=seed + class_index, batch_size=batch_size)))
+        labels.append(torch.full((n_per_class,), class_index, dtype=torch.long))
+    return ImageSet(torch.cat(images), torch.cat(labels), names, source=source, split="synthetic",
+                    cache_key=f"synthetic:{source}:{seed}:{n_per_class}")
+
+
 def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, *,
                    class_names: Sequence[str] | None = None, seed: int = 0, model_name: str | None = None,
                    checkpoint: str | Path | None = None, make_zip: bool = True, batch_size: int = 64) -> Path:
@@ -207,17 +236,15 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder (nothing was overwritten)")
-    num_classes = num_classes_of(generator)
-    names = [name.replace("/", "_") for name in class_names_for(generator, class_names)] if num_classes else ["synthetic"]
+    synthetic = synthetic_set(generator, n_per_class, class_names=class_names, seed=seed, batch_size=batch_size)
+    names = [name.replace("/", "_") for name in synthetic.class_names]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     counts = {}
     for class_index, name in enumerate(names):
-        labels = class_index if num_classes else None
-        images = to_uint8(sample(generator, n_per_class, labels, seed=seed + class_index, batch_size=batch_size))
         folder = staging / "Training" / name
         folder.mkdir(parents=True)
-        for index, image in enumerate(images):
+        for index, image in enumerate(synthetic.images[synthetic.labels == class_index]):
             array = image.permute(1, 2, 0).numpy()
             Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(folder / f"{name}_{index:05d}.png")
         counts[name] = n_per_class

@@ -9,6 +9,7 @@ import pytest
 from medgan_core.batch import grid_jobs, main, parse_value, profile_jobs, run_jobs
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+DCGAN = next(p for p in NOTEBOOKS if p.stem == "01_dcgan")
 
 
 def _cells(path):
@@ -49,13 +50,13 @@ def test_parse_value_and_grid_naming(tmp_path):
 
 def test_batch_runs_a_notebook_grid_with_papermill_and_summarises(tmp_path):
     out = tmp_path / "batch"
-    code = main(["run", str(NOTEBOOKS[0]), "--grid", "seed=0,1", "-p", "max_steps=1", "--out", str(out)])
+    code = main(["run", str(DCGAN), "--grid", "seed=0,1", "-p", "max_steps=1", "--out", str(out)])
     assert code == 0
     summary = pd.read_csv(out / "summary.csv")
     assert summary["status"].tolist() == ["ok", "ok"]
     for job in summary["outputs"]:
         job_dir = Path(job)
-        executed = json.loads((job_dir / NOTEBOOKS[0].name).read_text())
+        executed = json.loads((job_dir / DCGAN.name).read_text())
         injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
         assert injected and "run_dir" in "".join(injected[0]["source"])
         assert (job_dir / "history.csv").is_file() and list((job_dir / "checkpoints").glob("step-*.safetensors"))
@@ -63,7 +64,7 @@ def test_batch_runs_a_notebook_grid_with_papermill_and_summarises(tmp_path):
 
 
 def test_batch_records_a_failing_notebook_and_goes_on(tmp_path):
-    jobs = grid_jobs([NOTEBOOKS[0]], {"max_steps": 1}, {"image_size": [48, 64]})  # 48 px is impossible
+    jobs = grid_jobs([DCGAN], {"max_steps": 1}, {"image_size": [48, 64]})  # 48 px is impossible
     summary = run_jobs(jobs, tmp_path)
     assert summary["status"].tolist() == ["failed", "ok"]
     assert "image_size" in summary["error"][0]

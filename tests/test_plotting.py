@@ -154,3 +154,17 @@ def test_stage_progression_shows_one_grid_per_stage_in_order(tmp_path):
     assert [ax.get_title() for ax in fig.axes] == ["stage 0: 4 px", "stage 1: 8 px", "stage 2: 16 px"]
     with pytest.raises(ValueError, match="kind must be one of"):
         plot_sample_progression(tmp_path, kind="epoch")
+
+
+def test_confusion_matrix_and_classifier_history_figures(tmp_path):
+    from medgan_core.plotting import plot_classifier_history, plot_confusion_matrix
+
+    fig = plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["a", "b"], save_to=tmp_path / "cm.png")
+    assert (tmp_path / "cm.png").stat().st_size > 0 and "75%" in [t.get_text().split("\n")[-1] for t in fig.axes[0].texts]
+    with pytest.raises(ValueError, match="does not fit 3 class names"):
+        plot_confusion_matrix(np.eye(2), ["a", "b", "c"])
+    history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "val_accuracy": 0.5},
+               {"epoch": 2, "train_loss": 0.8, "val_loss": 0.9, "val_accuracy": 0.7}]
+    assert len(plot_classifier_history(history).axes) == 2
+    with pytest.raises(ValueError, match="empty"):
+        plot_classifier_history([])
