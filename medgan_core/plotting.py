@@ -291,6 +291,85 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], *, 
     return _finish(fig, save_to)
 
 
+def plot_leaderboard(table: pd.DataFrame, title: str = "Leaderboard", *,
+                     save_to: str | Path | None = None) -> Figure:
+    """A table of strings (e.g. :func:`medgan_core.compare.format_leaderboard`) rendered as a figure.
+
+    Args:
+        table: rows = models, columns = scores (already formatted).
+        title: figure title.
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure.
+    Raises:
+        ValueError: for an empty table.
+    """
+    if table.empty:
+        raise ValueError("the leaderboard is empty: compare at least one model")
+    width = max(6.0, 1.6 * len(table.columns))
+    fig, (ax,) = _new_figure(1, 1, figsize=(width, 0.45 * len(table) + 1.2))
+    ax.axis("off")
+    cells = ax.table(cellText=table.astype(str).values, colLabels=[str(c) for c in table.columns], loc="center",
+                     cellLoc="center")
+    cells.auto_set_font_size(False)
+    cells.set_fontsize(7)
+    cells.scale(1, 1.4)
+    ax.set_title(title)
+    return _finish(fig, save_to)
+
+
+def plot_model_samples(samples: dict[str, torch.Tensor], nrow: int = 8, *,
+                       save_to: str | Path | None = None) -> Figure:
+    """Side-by-side sample grids, one panel per model (the same seeds for every model).
+
+    Args:
+        samples: model name -> (N, C, H, W) float images in [-1, 1].
+        nrow: images per grid row.
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure.
+    Raises:
+        ValueError: when there is nothing to show.
+    """
+    if not samples:
+        raise ValueError("no samples to show")
+    fig, axes = _new_figure(1, len(samples), figsize=(3.6 * len(samples), 3.9))
+    for ax, (name, images) in zip(axes, samples.items()):
+        grid = make_grid(images, nrow, padding=PADDING)
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    return _finish(fig, save_to)
+
+
+def plot_loss_comparison(histories: dict[str, pd.DataFrame], smooth: int = 5, *,
+                         save_to: str | Path | None = None) -> Figure:
+    """Discriminator and generator losses of several runs, one column per run (their scales differ by objective).
+
+    Args:
+        histories: run name -> ``history.csv`` frame.
+        smooth: moving-average window in rows.
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure.
+    Raises:
+        ValueError: when there is no history.
+    """
+    if not histories:
+        raise ValueError("no training histories to plot")
+    fig, axes = _new_figure(1, len(histories), figsize=(3.6 * len(histories), 2.8))
+    for ax, (name, history) in zip(axes, histories.items()):
+        frame = history.sort_values("step")
+        for column in ("d_loss", "g_loss", "wasserstein"):
+            if column in frame.columns:
+                ax.plot(frame["step"], frame[column].rolling(smooth, min_periods=1).mean(), label=column)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("generator step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    return _finish(fig, save_to)
+
+
 def _rows_by_class(images: torch.Tensor, labels: torch.Tensor | Sequence[int], nrow: int | None,
                    class_names: Sequence[str] | None) -> tuple[torch.Tensor, int, list[str]]:
     """Reorder a batch so each class fills its own rows (blank tiles pad a class's last row).

@@ -1,0 +1,280 @@
+"""Compare trained generators on one real test split: the same seeds, the same metrics, one leaderboard.
+
+Each model is loaded from a run folder, a checkpoint file, a ``save_pretrained`` folder or a Hub id; it generates
+the same number of images from fixed seeds; every feature extractor scores them against the same real test split
+(FD, KD, precision/recall, density/coverage, relative FD, all naming their extractor and sample sizes); conditional
+models also get class consistency and per-class FD/KD; every model gets a memorization audit and its generation
+speed. A ``real train images`` row scores real training images the same way: the best a generator can hope for.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from .checkpoint import find_latest_checkpoint, load_generator
+from .data import ImageSet
+from .evaluator import ClassificationReport, Evaluator
+from .fileio import atomic_write_text
+from .hub import CONFIG_NAME, from_pretrained, load_config
+from .metrics.distribution import Score, distribution_panel, per_class_panel
+from .metrics.extractors import FeatureExtractor, cached_features, extract_features
+from .metrics.memorization import MemorizationReport, memorization_audit
+from .metrics.utility import class_consistency
+from .sampling import num_classes_of, sample, synthetic_set
+
+REAL_BASELINE = "real train images"
+
+
+@dataclass
+class ModelEntry:
+    """A trained generator and what is known about it."""
+
+    name: str  # display name: the run folder's name or the Hub id
+    model: str  # registered model name
+    generator: nn.Module
+    class_names: list[str]  # the generator's classes (empty when unconditional)
+    source: str
+    step: int | None = None  # generator steps trained (run folders only)
+    history: pd.DataFrame | None = None  # history.csv of a run folder
+
+
+def load_entry(source: str | Path, name: str | None = None, device: str | torch.device = "cpu") -> ModelEntry:
+    """Load one generator for comparison.
+
+    Args:
+        source: a run folder (its newest checkpoint), a ``step-*.safetensors`` file, a folder written by
+            ``save_pretrained``, or a Hub id ``owner/name`` (served from the local cache when offline).
+        name: display name (default: the folder name or Hub id).
+        device: where to put the generator.
+    Returns:
+        The :class:`ModelEntry` (EMA weights when the checkpoint has them).
+    """
+    path = Path(source)
+    if path.is_dir() and (path / CONFIG_NAME).is_file() or not path.exists():
+        config = load_config(source)
+        generator = from_pretrained(source, device=device)
+        names = list(config.get("class_names") or []) if num_classes_of(generator) else []
+        return ModelEntry(name or str(source), config["model"], generator, names, str(source))
+    generator, checkpoint = load_generator(path, device=device)
+    run_dir = path if path.is_dir() else path.parent.parent
+    history_path = run_dir / "history.csv"
+    names = list(checkpoint.meta["data"]["class_names"]) if num_classes_of(generator) else []
+    return ModelEntry(name or run_dir.name, checkpoint.meta["model"], generator, names, str(checkpoint.path),
+                      checkpoint.meta.get("step"), pd.read_csv(history_path) if history_path.is_file() else None)
+
+
+def discover_runs(root: str | Path) -> list[Path]:
+    """Run folders (holding ``checkpoints/step-*.safetensors``) at or up to two levels below ``root``, sorted."""
+    root = Path(root)
+    candidates = [root, *root.glob("*"), *root.glob("*/*")]
+    return sorted(p for p in candidates if p.is_dir() and find_latest_checkpoint(p / "checkpoints") is not None)
+
+
+def generation_speed(generator: nn.Module, n: int = 256, batch_size: int = 64) -> float:
+    """Images per second of :func:`medgan_core.sampling.sample` on the generator's device (after a warm-up)."""
+    sample(generator, min(n, batch_size), seed=0, batch_size=batch_size)
+    if next(generator.parameters()).is_cuda:
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    sample(generator, n, seed=1, batch_size=batch_size)
+    if next(generator.parameters()).is_cuda:
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - started)
+
+
+@dataclass
+class Comparison:
+    """Everything a comparison produced; :meth:`save` writes it to a folder."""
+
+    scores: pd.DataFrame  # long form: model, extractor, class, metric, value, ci_low, ci_high, n_real, n_fake, warning
+    leaderboard: pd.DataFrame  # one row per model
+    samples: dict[str, torch.Tensor]  # fixed-seed images per model, float in [-1, 1]
+    histories: dict[str, pd.DataFrame]
+    memorization: dict[str, MemorizationReport]
+    class_consistency: dict[str, ClassificationReport]
+    notes: list[str] = field(default_factory=list)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``scores.csv``, ``leaderboard.csv``/``.html``/``.png``, ``samples.png``, ``losses.png``, ``notes.txt``.
+
+        Args:
+            out_dir: destination folder (created).
+        Returns:
+            The folder.
+        """
+        from .plotting import plot_leaderboard, plot_loss_comparison, plot_model_samples
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "scores.csv", self.scores.to_csv(index=False))
+        atomic_write_text(out / "leaderboard.csv", self.leaderboard.to_csv(index=False))
+        atomic_write_text(out / "leaderboard.html", format_leaderboard(self.leaderboard).to_html(index=False))
+        plot_leaderboard(format_leaderboard(self.leaderboard), save_to=out / "leaderboard.png")
+        plot_model_samples(self.samples, save_to=out / "samples.png")
+        if self.histories:
+            plot_loss_comparison(self.histories, save_to=out / "losses.png")
+        atomic_write_text(out / "notes.txt", "\n".join(self.notes) + "\n")
+        return out
+
+
+def _score_rows(model: str, scores: Sequence[Score], class_name: str | None = None) -> list[dict]:
+    return [{"model": model, "class": class_name, **score.as_dict()} for score in scores]
+
+
+def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_test: ImageSet,
+                   extractors: Sequence[FeatureExtractor], *, evaluator: Evaluator | None = None,
+                   n_samples: int = 1000, seed: int = 0, n_boot: int = 100, k: int = 5,
+                   memorization_extractor: FeatureExtractor | None = None, per_class: bool = True,
+                   real_baseline: bool = True, cache_dir: str | Path | None = None, n_grid: int = 32,
+                   progress: Callable[[str], None] | None = print) -> Comparison:
+    """Score every model on the same real test split with the same seeds.
+
+    Args:
+        entries: models from :func:`load_entry`.
+        real_train: the real training split (relative FD's real-vs-real reference, memorization, the baseline).
+        real_test: the real test split every model is scored against.
+        extractors: feature extractors (e.g. ``get_extractor("evaluator", path=...)``, ``get_extractor("inception")``).
+        evaluator: the trained evaluator, for class consistency of conditional models.
+        n_samples: generated images per model (split equally over classes for conditional models).
+        seed: latent seed base (model-independent, so every model draws the same latents).
+        n_boot: bootstrap resamples for the CIs.
+        k: neighbours for precision/recall/density/coverage.
+        memorization_extractor: feature space of the memorization audit (default: the first extractor).
+        per_class: per-class FD/KD for conditional models whose classes are the data's.
+        real_baseline: add the ``real train images`` row.
+        cache_dir: where real-image features are cached.
+        n_grid: images per model kept for the side-by-side grid.
+        progress: called with one line per finished step (None: silent).
+    Returns:
+        The :class:`Comparison`.
+    Raises:
+        ValueError: when a model's image size or channels differ from the test data's, or nothing is compared.
+    """
+    if not entries and not real_baseline:
+        raise ValueError("nothing to compare: pass at least one model (run folder or Hub id)")
+    if not extractors:
+        raise ValueError("pass at least one feature extractor (e.g. get_extractor('inception'))")
+    say = progress or (lambda line: None)
+    for entry in entries:
+        config = entry.generator.config
+        if (config.image_size, config.channels) != (real_test.image_size, real_test.channels):
+            raise ValueError(f"{entry.name} generates {config.channels}x{config.image_size} px images but the test data "
+                             f"is {real_test.channels}x{real_test.image_size} px; load the data with "
+                             f"image_size={config.image_size}, channels={config.channels}, or compare models of one size")
+    audit_extractor = memorization_extractor or extractors[0]
+    real = {ex.name: (cached_features(ex, real_train, cache_dir), cached_features(ex, real_test, cache_dir))
+            for ex in extractors}
+    say(f"real features: {len(real_train)} train and {len(real_test)} test images with {[e.name for e in extractors]}")
+    rows, board, notes = [], [], []
+    samples, histories, audits, consistency = {}, {}, {}, {}
+    sets = _synthetic_sets(entries, real_train, n_samples, seed, real_baseline)
+    for name, (entry, synthetic) in sets.items():
+        line = {"model": name, "architecture": entry.model if entry else "real data",
+                "step": entry.step if entry else None, "n_generated": len(synthetic)}
+        if entry is not None:
+            line["img_per_s"] = round(generation_speed(entry.generator), 1)
+            if entry.history is not None:
+                histories[name] = entry.history
+        samples[name] = synthetic.images[_grid_rows(synthetic, n_grid)].float() / 127.5 - 1
+        fake_features = {}
+        for ex in extractors:
+            fake_features[ex.name] = extract_features(ex, synthetic.images)
+            train_feats, test_feats = real[ex.name]
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                panel = distribution_panel(test_feats, fake_features[ex.name], train_feats, extractor=ex, k=k,
+                                           n_boot=n_boot, seed=seed)
+            notes += sorted({f"{name} / {ex.name}: {w.message}" for w in caught})
+            rows += _score_rows(name, panel)
+            line.update({f"{s.metric} [{ex.name}]": s.value for s in panel})
+            line.update({f"{s.metric} CI [{ex.name}]": (s.ci_low, s.ci_high) for s in panel if s.ci_low is not None})
+            if per_class and entry is not None and entry.class_names == list(real_test.class_names):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # per-class sets are small by nature; each Score keeps its note
+                    for class_name, class_scores in per_class_panel(
+                            test_feats, real_test.labels, fake_features[ex.name], synthetic.labels,
+                            real_test.class_names, extractor=ex, n_boot=n_boot, seed=seed).items():
+                        rows += _score_rows(name, class_scores, class_name)
+        if entry is not None:
+            train_feats, test_feats = real[audit_extractor.name]
+            audits[name] = memorization_audit(synthetic.images, real_train.images, real_test.images,
+                                              fake_features[audit_extractor.name], train_feats, test_feats,
+                                              extractor=audit_extractor)
+            line["memorized share"] = audits[name].share_flagged
+            if evaluator is not None and entry.class_names:
+                if entry.class_names == evaluator.class_names:
+                    consistency[name] = class_consistency(evaluator, synthetic.images, synthetic.labels,
+                                                          entry.class_names, seed=seed)
+                    line["class consistency"] = consistency[name].accuracy
+                else:
+                    notes.append(f"{name}: classes {entry.class_names} are not the evaluator's "
+                                 f"{evaluator.class_names}; no class consistency")
+        board.append(line)
+        say(f"{name}: scored {len(synthetic)} images")
+    leaderboard = pd.DataFrame(board)
+    sort_key = next((c for c in leaderboard.columns if c.startswith("relative_fd [")), None)
+    if sort_key is not None:
+        leaderboard = leaderboard.sort_values(sort_key, kind="stable").reset_index(drop=True)
+    return Comparison(pd.DataFrame(rows), leaderboard, samples, histories, audits, consistency, notes)
+
+
+def _synthetic_sets(entries: Sequence[ModelEntry], real_train: ImageSet, n_samples: int, seed: int,
+                    real_baseline: bool) -> dict[str, tuple[ModelEntry | None, ImageSet]]:
+    """Images to score per row: ``n_samples`` generated per model, and as many real training images."""
+    sets: dict[str, tuple[ModelEntry | None, ImageSet]] = {}
+    for entry in entries:
+        classes = max(1, len(entry.class_names))
+        per_class = max(1, n_samples // classes)
+        sets[entry.name] = (entry, synthetic_set(entry.generator, per_class, class_names=entry.class_names or None,
+                                                 seed=seed, source=entry.source))
+    if real_baseline:
+        picks = torch.randperm(len(real_train), generator=torch.Generator().manual_seed(seed))[:n_samples]
+        sets[REAL_BASELINE] = (None, real_train.subset(picks.sort().values, split="baseline"))
+    return sets
+
+
+def _grid_rows(data: ImageSet, n: int) -> torch.Tensor:
+    """Up to ``n`` rows spread over the classes, in label order (the same picks for every model)."""
+    per_class = max(1, n // len(data.class_names))
+    picks = [torch.nonzero(data.labels == label).flatten()[:per_class] for label in range(len(data.class_names))]
+    return torch.cat(picks)[:n]
+
+
+def format_leaderboard(leaderboard: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A display copy: values rounded, each CI folded into its value as ``value [low, high]``.
+
+    Args:
+        leaderboard: :attr:`Comparison.leaderboard`.
+        digits: significant digits.
+    Returns:
+        A string-valued frame for HTML, PNG and notebooks.
+    """
+    shown = pd.DataFrame({"model": leaderboard["model"]})
+    for column in leaderboard.columns:
+        if column == "model" or " CI [" in column:
+            continue
+        ci_column = column.replace(" [", " CI [", 1)
+        values = []
+        for index, value in leaderboard[column].items():
+            ci = leaderboard[ci_column][index] if ci_column in leaderboard.columns else None
+            values.append(_format_value(value, ci, digits))
+        shown[column] = values
+    return shown
+
+
+def _format_value(value, ci, digits: int) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return str(value)
+    text = f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+    if isinstance(ci, tuple) and ci[0] is not None and not pd.isna(ci[0]):
+        text += f" [{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]"
+    return text
