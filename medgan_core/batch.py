@@ -5,6 +5,8 @@ Examples::
     python -m medgan_core.batch demo                       # both DCGAN notebooks on the demo set
     python -m medgan_core.batch run notebooks/01_dcgan.ipynb --grid dataset=demo,../shared/data/brain_tumor_yes_no \\
         -p image_size=64 -p epochs=5
+    python -m medgan_core.batch compare --dataset ../shared/data/brain_tumor_mri_small -p max_minutes=10
+                                                           # evaluator + every model, then the leaderboard
     python -m medgan_core.batch list                       # the named profiles
 
 Each job writes its executed notebook and the run's outputs (samples, history.csv, checkpoints,
@@ -25,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from .fileio import atomic_write_text
+from .registry import list_models
 from .runtime import output_root
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -39,7 +42,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         # S1's D learning rate (5e-5) left D at chance and G collapsed in short CPU runs: use 2e-4 here
         ("02_conditional_dcgan", {**_DEMO_COMMON, "lr_d": 2e-4}),
     ],
-    # every notebook on the demo set, ~25 minutes on 2 CPU cores
+    # every notebook on the demo set, then the comparison: ~27 minutes on 2 CPU cores
     "all": [
         ("00_vit_evaluator", {"dataset": "demo", "image_size": 64, "max_minutes": 4.0}),
         ("01_dcgan", _DEMO_COMMON),
@@ -47,6 +50,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("03_wgan_gp", {**_DEMO_COMMON, "max_steps": 1000}),
         ("04_progan", {"dataset": "demo", "image_size": 64, "base_features": 64, "epochs_per_stage": 20,
                        "max_minutes": 5.0, "sample_every": 500, "checkpoint_every": 1000}),
+        ("99_compare", {"dataset": "demo", "runs_root": "{batch}", "n_samples": 500}),
     ],
     "smoke": [
         ("00_vit_evaluator", {}),
@@ -54,8 +58,22 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("02_conditional_dcgan", {"max_steps": 2}),
         ("03_wgan_gp", {"max_steps": 2}),
         ("04_progan", {}),
+        ("99_compare", {"runs_root": "{batch}"}),
     ],
 }
+
+
+# Which notebook trains each registered model (and with which fixed parameters): `compare` trains them all.
+NOTEBOOK_FOR_MODEL: dict[str, tuple[str, dict[str, Any]]] = {
+    "dcgan": ("01_dcgan", {}),
+    "cdcgan": ("02_conditional_dcgan", {}),
+    "wgan-gp": ("03_wgan_gp", {"model": "wgan-gp"}),
+    "cwgan-gp": ("03_wgan_gp", {"model": "cwgan-gp"}),
+    "progan": ("04_progan", {}),
+}
+EVALUATOR_NOTEBOOK = "00_vit_evaluator"
+BATCH_PLACEHOLDER = "{batch}"  # in a string parameter, replaced by the batch's output folder
+COMPARE_NOTEBOOK = "99_compare"
 
 
 @dataclass
@@ -119,7 +137,8 @@ def run_jobs(jobs: list[Job], out_dir: str | Path, *, kernel_name: str = "python
     for job in jobs:
         job_dir = out_dir / job.name
         job_dir.mkdir(parents=True, exist_ok=True)
-        parameters = {**job.parameters, "run_dir": str(job_dir)}
+        parameters = {key: value.replace(BATCH_PLACEHOLDER, str(out_dir)) if isinstance(value, str) else value
+                      for key, value in {**job.parameters, "run_dir": str(job_dir)}.items()}
         started = time.monotonic()
         status, error = "ok", ""
         print(f"[batch] {job.name}: {job.notebook.name} {job.parameters}", flush=True)
@@ -157,6 +176,49 @@ def profile_jobs(profile: str, overrides: dict[str, Any] | None = None) -> list[
             for name, params in PROFILES[profile]]
 
 
+def run_compare(dataset: str, out_dir: str | Path, *, models: list[str] | None = None,
+                parameters: dict[str, Any] | None = None, compare_parameters: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Train the evaluator and every model on ``dataset``, then compare the runs that finished, as one batch.
+
+    Jobs: ``00_vit_evaluator``, one training notebook per model (see ``NOTEBOOK_FOR_MODEL``), then ``99_compare``
+    pointed at the successful runs and the new evaluator. A failed training job is recorded and left out of the
+    comparison rather than stopping it.
+
+    Args:
+        dataset: data spec for every job ("demo", "kaggle:...", or a folder with a test split).
+        out_dir: batch folder; each job gets a sub-folder named after it.
+        models: registered model names (default: every registered model).
+        parameters: given to every job (e.g. ``image_size``, ``max_minutes``); all models must share one image size.
+        compare_parameters: given to the comparison notebook only (e.g. ``n_samples``).
+    Returns:
+        The summary of all jobs (also in ``out_dir/summary.csv``).
+    Raises:
+        KeyError: for a model without a training notebook.
+    """
+    models = models or sorted(list_models())
+    unknown = [m for m in models if m not in NOTEBOOK_FOR_MODEL]
+    if unknown:
+        raise KeyError(f"no training notebook for model(s) {unknown}; known: {sorted(NOTEBOOK_FOR_MODEL)}")
+    out_dir = Path(out_dir).resolve()
+    common = {"dataset": dataset, **(parameters or {})}
+    jobs = [Job(EVALUATOR_NOTEBOOK, NOTEBOOK_DIR / f"{EVALUATOR_NOTEBOOK}.ipynb", common)]
+    for model in models:
+        notebook, fixed = NOTEBOOK_FOR_MODEL[model]
+        jobs.append(Job(model, NOTEBOOK_DIR / f"{notebook}.ipynb", {**common, **fixed}))
+    training = run_jobs(jobs, out_dir)
+    finished = training[training["status"] == "ok"]
+    runs = [out for job, out in zip(finished["job"], finished["outputs"]) if job != EVALUATOR_NOTEBOOK]
+    evaluator = out_dir / EVALUATOR_NOTEBOOK / "evaluator.safetensors"
+    compare = Job(COMPARE_NOTEBOOK, NOTEBOOK_DIR / f"{COMPARE_NOTEBOOK}.ipynb",
+                  {**common, "runs": runs, "evaluator_path": str(evaluator) if evaluator.is_file() else None,
+                   **(compare_parameters or {})})
+    # run_jobs rewrites summary.csv for its own jobs: keep the training rows in the final summary
+    summary = pd.concat([training, run_jobs([compare], out_dir)], ignore_index=True)
+    atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(out_dir / "summary.md", _markdown_table(summary))
+    return summary
+
+
 def _key_values(pairs: list[str], flag: str) -> list[tuple[str, str]]:
     parsed = []
     for pair in pairs:
@@ -180,6 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-p", "--param", action="append", default=[], help="fixed parameter: key=value")
     run.add_argument("--grid", action="append", default=[], help="swept parameter: key=v1,v2,...")
     run.add_argument("--out", help="output folder (default: runs/<timestamp>)")
+    compare = sub.add_parser("compare", help="train the evaluator and every model on a dataset, then compare them")
+    compare.add_argument("--dataset", required=True, help='"demo", "kaggle:..." or a folder with a test split')
+    compare.add_argument("--models", help=f"comma-separated subset of {sorted(NOTEBOOK_FOR_MODEL)} (default: all)")
+    compare.add_argument("-p", "--param", action="append", default=[],
+                         help="parameter for every job, key=value (default image_size=64)")
+    compare.add_argument("-c", "--compare-param", action="append", default=[],
+                         help="parameter for the comparison notebook only, key=value")
+    compare.add_argument("--out", help="output folder (default: runs/<timestamp>)")
     sub.add_parser("list", help="list the profiles")
     args = parser.parse_args(argv)
 
@@ -188,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: " + "; ".join(f"{n} {p}" for n, p in jobs))
         return 0
     fixed = {k: parse_value(v) for k, v in _key_values(args.param, "-p")}
+    out_dir = Path(args.out) if args.out else output_root() / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    started = time.monotonic()
+    if args.command == "compare":
+        compare_only = {k: parse_value(v) for k, v in _key_values(args.compare_param, "-c")}
+        models = args.models.split(",") if args.models else None
+        summary = run_compare(args.dataset, out_dir, models=models, parameters={"image_size": 64, **fixed},
+                              compare_parameters=compare_only)
+        return _report(summary, out_dir, started)
     if args.command == "run":
         missing = [str(n) for n in args.notebooks if not n.is_file()]
         if missing:
@@ -196,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         jobs = grid_jobs([n.resolve() for n in args.notebooks], fixed, grid)
     else:
         jobs = profile_jobs(args.command, fixed)
-    out_dir = Path(args.out) if args.out else output_root() / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    started = time.monotonic()
-    summary = run_jobs(jobs, out_dir)
+    return _report(run_jobs(jobs, out_dir), out_dir, started)
+
+
+def _report(summary: pd.DataFrame, out_dir: Path, started: float) -> int:
     print()
     print(summary[["job", "status", "seconds", "outputs"]].to_string(index=False))
     print(f"\n{len(summary)} job(s) in {time.monotonic() - started:.0f} s; outputs in {out_dir.resolve()}")

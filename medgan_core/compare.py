@@ -77,6 +77,12 @@ def discover_runs(root: str | Path) -> list[Path]:
     return sorted(p for p in candidates if p.is_dir() and find_latest_checkpoint(p / "checkpoints") is not None)
 
 
+def find_evaluator(root: str | Path) -> Path | None:
+    """The newest ``evaluator.safetensors`` under ``root`` (e.g. ``runs/<timestamp>/00_vit_evaluator/``), or None."""
+    found = sorted(Path(root).glob("**/evaluator.safetensors"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
 def generation_speed(generator: nn.Module, n: int = 256, batch_size: int = 64) -> float:
     """Images per second of :func:`medgan_core.sampling.sample` on the generator's device (after a warm-up)."""
     sample(generator, min(n, batch_size), seed=0, batch_size=batch_size)
@@ -99,6 +105,7 @@ class Comparison:
     histories: dict[str, pd.DataFrame]
     memorization: dict[str, MemorizationReport]
     class_consistency: dict[str, ClassificationReport]
+    synthetic: dict[str, ImageSet]  # every scored image per row (memorization galleries index into these)
     notes: list[str] = field(default_factory=list)
 
     def save(self, out_dir: str | Path) -> Path:
@@ -222,7 +229,8 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
     sort_key = next((c for c in leaderboard.columns if c.startswith("relative_fd [")), None)
     if sort_key is not None:
         leaderboard = leaderboard.sort_values(sort_key, kind="stable").reset_index(drop=True)
-    return Comparison(pd.DataFrame(rows), leaderboard, samples, histories, audits, consistency, notes)
+    return Comparison(pd.DataFrame(rows), leaderboard, samples, histories, audits, consistency,
+                      {name: synthetic for name, (_, synthetic) in sets.items()}, notes)
 
 
 def _synthetic_sets(entries: Sequence[ModelEntry], real_train: ImageSet, n_samples: int, seed: int,

@@ -76,3 +76,25 @@ def test_the_wgan_notebook_trains_the_conditional_variant_too(tmp_path):
     assert summary["status"].tolist() == ["ok"], summary["error"].tolist()
     manifest = json.loads((Path(summary["outputs"][0]) / "synthetic" / "manifest.json").read_text())
     assert manifest["model"] == "cwgan-gp" and len(manifest["counts"]) == 4  # one folder per demo class
+
+
+def test_every_registered_model_has_a_training_notebook():
+    from medgan_core.batch import NOTEBOOK_FOR_MODEL
+    from medgan_core.registry import list_models
+
+    assert set(NOTEBOOK_FOR_MODEL) == set(list_models())
+    assert {notebook for notebook, _ in NOTEBOOK_FOR_MODEL.values()} <= {p.stem for p in NOTEBOOKS}
+
+
+def test_compare_trains_the_evaluator_and_models_then_ranks_the_finished_runs(tmp_path):
+    from medgan_core.batch import run_compare
+
+    summary = run_compare("demo", tmp_path, models=["dcgan", "cdcgan"], parameters={"image_size": 64},
+                          compare_parameters={"n_samples": 16})
+    assert summary["job"].tolist() == ["00_vit_evaluator", "dcgan", "cdcgan", "99_compare"]
+    assert (summary["status"] == "ok").all(), summary["error"].tolist()
+    board = pd.read_csv(tmp_path / "99_compare" / "leaderboard.csv").set_index("model")
+    assert {"dcgan", "cdcgan", "real train images"} == set(board.index)
+    assert board["class consistency"].notna().tolist() == [m == "cdcgan" for m in board.index]
+    assert any(column.startswith("relative_fd [evaluator:") for column in board.columns)
+    assert pd.read_csv(tmp_path / "summary.csv")["job"].tolist() == summary["job"].tolist()
