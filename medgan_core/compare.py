@@ -20,13 +20,13 @@ import torch.nn as nn
 
 from .checkpoint import find_latest_checkpoint, load_generator
 from .data import ImageSet
-from .evaluator import ClassificationReport, Evaluator
+from .evaluator import ClassificationReport, Evaluator, EvaluatorConfig, EvaluatorTrainConfig
 from .fileio import atomic_write_text
 from .hub import CONFIG_NAME, from_pretrained, load_config
 from .metrics.distribution import Score, distribution_panel, per_class_panel
 from .metrics.extractors import FeatureExtractor, cached_features, extract_features
 from .metrics.memorization import MemorizationReport, memorization_audit
-from .metrics.utility import class_consistency
+from .metrics.utility import augmentation_gain, class_consistency, classification_accuracy_score
 from .sampling import num_classes_of, sample, synthetic_set
 
 REAL_BASELINE = "real train images"
@@ -201,7 +201,9 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
             notes += sorted({f"{name} / {ex.name}: {w.message}" for w in caught})
             rows += _score_rows(name, panel)
             line.update({f"{s.metric} [{ex.name}]": s.value for s in panel})
-            line.update({f"{s.metric} CI [{ex.name}]": (s.ci_low, s.ci_high) for s in panel if s.ci_low is not None})
+            for score in (s for s in panel if s.ci_low is not None):
+                line[f"{score.metric} low [{ex.name}]"] = score.ci_low
+                line[f"{score.metric} high [{ex.name}]"] = score.ci_high
             if per_class and entry is not None and entry.class_names == list(real_test.class_names):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # per-class sets are small by nature; each Score keeps its note
@@ -233,6 +235,55 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
                       {name: synthetic for name, (_, synthetic) in sets.items()}, notes)
 
 
+def utility_table(comparison: Comparison, entries: Sequence[ModelEntry], real_train: ImageSet, real_test: ImageSet, *,
+                  config: EvaluatorConfig | None = None, train_config: EvaluatorTrainConfig | None = None,
+                  seeds: Sequence[int] = (0, 1), ratios: Sequence[float] = (0.5, 1.0), n_boot: int = 1000,
+                  progress: Callable[[str], None] | None = print) -> pd.DataFrame:
+    """CAS and augmentation gain of every conditional model whose classes are the data's (others are skipped).
+
+    Uses the images the comparison already generated, so the scores describe the same samples as the leaderboard.
+
+    Args:
+        comparison: from :func:`compare_models`.
+        entries: the compared models.
+        real_train: real training split.
+        real_test: real test split.
+        config: classifier architecture for the paired runs.
+        train_config: classifier recipe (seeds replaced by ``seeds``).
+        seeds: paired runs per setting.
+        ratios: synthetic images per real image for augmentation gain.
+        n_boot: bootstrap resamples of the test set.
+        progress: called with a line per finished classifier run (None: silent).
+    Returns:
+        One row per (model, setting): accuracy with CI and the difference to real-only training with its CI; the
+        ``real`` rows are the shared baseline of each experiment.
+    """
+    frames = []
+    for entry in entries:
+        if entry.class_names != list(real_train.class_names):
+            continue
+        synthetic = comparison.synthetic[entry.name]
+        needed = max(ratios, default=0) * max(real_train.class_counts().values())
+        if needed > min(synthetic.class_counts().values()):
+            comparison.notes.append(f"{entry.name}: augmentation at ratio {max(ratios)} needs ~{needed:.0f} generated "
+                                    f"images per class; raise n_samples (only CAS was run)")
+            ratios_here: Sequence[float] = ()
+        else:
+            ratios_here = ratios
+        say = (lambda line, name=entry.name: progress(f"{name}: {line}")) if progress else None
+        cas = classification_accuracy_score(synthetic, real_train, real_test, config=config, train_config=train_config,
+                                            seeds=seeds, n_boot=n_boot, progress=say)
+        frames.append(cas.summary.assign(model=entry.name, experiment="CAS"))
+        if ratios_here:
+            gain = augmentation_gain(synthetic, real_train, real_test, ratios=ratios_here, config=config,
+                                     train_config=train_config, seeds=seeds, n_boot=n_boot, progress=say)
+            frames.append(gain.summary.assign(model=entry.name, experiment="augmentation"))
+    if not frames:
+        return pd.DataFrame(columns=["model", "experiment", "setting", "accuracy"])
+    table = pd.concat(frames, ignore_index=True)
+    return table[["model", "experiment", *[c for c in table.columns if c not in ("model", "experiment")]]]
+
+
 def _synthetic_sets(entries: Sequence[ModelEntry], real_train: ImageSet, n_samples: int, seed: int,
                     real_baseline: bool) -> dict[str, tuple[ModelEntry | None, ImageSet]]:
     """Images to score per row: ``n_samples`` generated per model, and as many real training images."""
@@ -256,7 +307,7 @@ def _grid_rows(data: ImageSet, n: int) -> torch.Tensor:
 
 
 def format_leaderboard(leaderboard: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """A display copy: values rounded, each CI folded into its value as ``value [low, high]``.
+    """A display copy: values rounded, each 95% CI folded into its value as ``value [low, high]``.
 
     Args:
         leaderboard: :attr:`Comparison.leaderboard`.
@@ -266,23 +317,23 @@ def format_leaderboard(leaderboard: pd.DataFrame, digits: int = 3) -> pd.DataFra
     """
     shown = pd.DataFrame({"model": leaderboard["model"]})
     for column in leaderboard.columns:
-        if column == "model" or " CI [" in column:
+        if column == "model" or " low [" in column or " high [" in column:
             continue
-        ci_column = column.replace(" [", " CI [", 1)
+        low, high = column.replace(" [", " low [", 1), column.replace(" [", " high [", 1)
         values = []
         for index, value in leaderboard[column].items():
-            ci = leaderboard[ci_column][index] if ci_column in leaderboard.columns else None
+            ci = (leaderboard[low][index], leaderboard[high][index]) if low in leaderboard.columns else None
             values.append(_format_value(value, ci, digits))
         shown[column] = values
     return shown
 
 
-def _format_value(value, ci, digits: int) -> str:
+def _format_value(value, ci: tuple[float, float] | None, digits: int) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     text = f"{value:.{digits}g}" if isinstance(value, float) else str(value)
-    if isinstance(ci, tuple) and ci[0] is not None and not pd.isna(ci[0]):
+    if ci is not None and not pd.isna(ci[0]):
         text += f" [{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]"
     return text

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from medgan_core.compare import REAL_BASELINE, compare_models, discover_runs, format_leaderboard, load_entry
+from medgan_core.compare import (REAL_BASELINE, compare_models, discover_runs, format_leaderboard, load_entry,
+                                 utility_table)
 from medgan_core.config import TrainConfig
 from medgan_core.evaluator import EvaluatorConfig, train_evaluator
 from medgan_core.hub import save_pretrained
@@ -70,3 +71,17 @@ def test_a_model_of_another_size_is_refused_before_any_work(setup):
     big_test = shape_set(4, size=64)
     with pytest.raises(ValueError, match="generates 1x32 px images but the test data is 1x64 px"):
         compare_models([load_entry(root / "runs" / "dcgan-run")], train, big_test, [pixels], progress=None)
+
+
+def test_utility_table_runs_cas_and_augmentation_for_conditional_models_only(setup):
+    root, train, test, hub_dir, _, pixels = setup
+    entries = [load_entry(root / "runs" / "dcgan-run"), load_entry(hub_dir, name="cdcgan-hub")]
+    comparison = compare_models(entries, train, test, [pixels], n_samples=30, n_boot=10, k=3, real_baseline=False,
+                                progress=None)
+    with pytest.warns(UserWarning):
+        table = utility_table(comparison, entries, train, test, config=EvaluatorConfig(image_size=32, width=4),
+                              train_config=FAST, seeds=(0,), ratios=(0.5,), n_boot=50, progress=None)
+    assert set(table["model"]) == {"cdcgan-hub"}
+    assert set(zip(table["experiment"], table["setting"])) == {
+        ("CAS", "real"), ("CAS", "synthetic"), ("augmentation", "real"), ("augmentation", "real+0.5x synthetic")}
+    assert table["accuracy"].between(0, 1).all()
