@@ -77,6 +77,32 @@ def discover_runs(root: str | Path) -> list[Path]:
     return sorted(p for p in candidates if p.is_dir() and find_latest_checkpoint(p / "checkpoints") is not None)
 
 
+def comparable_entries(entries: Sequence[ModelEntry], image_size: int | None = None,
+                       channels: int | None = None) -> tuple[list[ModelEntry], list[str]]:
+    """Keep the models that generate one image size and channel count, saying which were left out.
+
+    Args:
+        entries: loaded models.
+        image_size: the size to keep; default the most common one among ``entries`` (ties: the first seen).
+        channels: the channel count to keep; default as for the size.
+    Returns:
+        ``(kept entries, notes naming each model left out and why)``.
+    """
+    shapes = [(e.generator.config.image_size, e.generator.config.channels) for e in entries]
+    if not shapes:
+        return [], []
+    common_size = image_size or max(dict.fromkeys(s for s, _ in shapes), key=[s for s, _ in shapes].count)
+    common_channels = channels or max(dict.fromkeys(c for _, c in shapes), key=[c for _, c in shapes].count)
+    kept, notes = [], []
+    for entry, (size, chans) in zip(entries, shapes):
+        if (size, chans) == (common_size, common_channels):
+            kept.append(entry)
+        else:
+            notes.append(f"left out {entry.name}: it generates {chans}x{size} px, this comparison is at "
+                         f"{common_channels}x{common_size} px")
+    return kept, notes
+
+
 def find_evaluator(root: str | Path) -> Path | None:
     """The newest ``evaluator.safetensors`` under ``root`` (e.g. ``runs/<timestamp>/00_vit_evaluator/``), or None."""
     found = sorted(Path(root).glob("**/evaluator.safetensors"), key=lambda p: p.stat().st_mtime)

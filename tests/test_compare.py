@@ -85,3 +85,17 @@ def test_utility_table_runs_cas_and_augmentation_for_conditional_models_only(set
     assert set(zip(table["experiment"], table["setting"])) == {
         ("CAS", "real"), ("CAS", "synthetic"), ("augmentation", "real"), ("augmentation", "real+0.5x synthetic")}
     assert table["accuracy"].between(0, 1).all()
+
+
+def test_models_of_a_minority_size_are_left_out_with_a_note(setup):
+    root, *_ = setup
+    from medgan_core.compare import ModelEntry, comparable_entries
+    from medgan_core.registry import build_model
+
+    big = build_model("dcgan", **{**TINY_GAN, "image_size": 64})[0]
+    entries = [load_entry(root / "runs" / "dcgan-run"), load_entry(root / "runs" / "cdcgan-run"),
+               ModelEntry("big", "dcgan", big, [], "memory")]
+    kept, notes = comparable_entries(entries)
+    assert [e.name for e in kept] == ["dcgan-run", "cdcgan-run"]
+    assert notes == ["left out big: it generates 1x64 px, this comparison is at 1x32 px"]
+    assert [e.name for e in comparable_entries(entries, image_size=64)[0]] == ["big"]
