@@ -1,7 +1,6 @@
 """The comparison: same seeds, same real test split, one leaderboard with a real-data baseline row."""
 import pandas as pd
 import pytest
-import torch
 import torch.nn as nn
 
 from medgan_core.compare import (REAL_BASELINE, compare_models, discover_runs, format_leaderboard, load_entry,

@@ -195,6 +195,17 @@ def test_memorization_flags_a_copy_and_not_held_out_images():
     assert len(fig.axes) == 6 and fig.axes[0].get_title().startswith("generated #0")
 
 
+@pytest.mark.parametrize("size", [128, 256])
+def test_memorization_flags_a_copy_at_larger_sizes(size):
+    train, test = blobs(120, 0, size), blobs(120, 1, size)
+    fake = torch.cat([train[3:4], blobs(4, 2, size)])
+    features = lambda images: F.adaptive_avg_pool2d(images.double(), 8).flatten(1)  # noqa: E731
+    with pytest.warns(SmallSampleWarning):  # 120 test images put ~1 below the 1st percentile
+        report = memorization_audit(fake, train, test, features(fake), features(train), features(test),
+                                    extractor=SYNTHETIC)
+    assert report.table["flagged"].tolist()[0] and report.table["nearest_train_pixel"].iloc[0] == 3
+
+
 def test_memorization_warns_when_the_test_set_is_too_small_for_the_percentile():
     train, test = blobs(50, 0), blobs(50, 1)
     with pytest.warns(SmallSampleWarning, match="only 50 test images"):
