@@ -347,11 +347,7 @@ def precision_recall(real_feats: Any, fake_feats: Any, *, extractor: Extractor, 
     Raises:
         ValueError: when ``k`` is not smaller than both set sizes.
     """
-    identity = extractor_identity(extractor)
-    real, fake = _pair(real_feats, fake_feats, "precision/recall")
-    scores = _manifold_scores(real, fake, k)
-    return [_score(metric, scores[metric], (None, None), len(real), len(fake), identity)
-            for metric in ("precision", "recall")]
+    return _manifold_panel(real_feats, fake_feats, extractor, k, ("precision", "recall"))
 
 
 def density_coverage(real_feats: Any, fake_feats: Any, *, extractor: Extractor, k: int = 5) -> list[Score]:
@@ -371,11 +367,15 @@ def density_coverage(real_feats: Any, fake_feats: Any, *, extractor: Extractor, 
     Raises:
         ValueError: when ``k`` is not smaller than both set sizes.
     """
+    return _manifold_panel(real_feats, fake_feats, extractor, k, ("density", "coverage"))
+
+
+def _manifold_panel(real_feats: Any, fake_feats: Any, extractor: Extractor, k: int,
+                    metrics: tuple[str, str]) -> list[Score]:
     identity = extractor_identity(extractor)
-    real, fake = _pair(real_feats, fake_feats, "density/coverage")
+    real, fake = _pair(real_feats, fake_feats, "/".join(metrics))
     scores = _manifold_scores(real, fake, k)
-    return [_score(metric, scores[metric], (None, None), len(real), len(fake), identity)
-            for metric in ("density", "coverage")]
+    return [_score(metric, scores[metric], (None, None), len(real), len(fake), identity) for metric in metrics]
 
 
 # ----------------------------------------------------------------------------------------------- relative FD
