@@ -50,6 +50,7 @@ class EvaluatorConfig:
     depth: int = 6  # vit-small: transformer blocks
     heads: int = 3  # vit-small
     dropout: float = 0.1  # before the linear head (and inside the ViT blocks)
+    normalize_intensity: bool = True  # scale each image so its 99th-percentile intensity is white (scanner-robust)
     pretrained: str | None = None  # vit_b_16: a local weights file, "torchvision" (download) or "auto" (try both)
 
 
@@ -67,7 +68,7 @@ class EvaluatorTrainConfig:
     patience: int = 6  # epochs without a better validation accuracy before stopping
     balanced: bool = False  # class-balanced sampling
     hflip: bool = True
-    augment: bool = True  # random shift (6%), rotation (10 deg) and zoom (+-8%) per image
+    augment: bool = True  # random shift (6%), rotation (10 deg), zoom (+-8%), gamma (0.7-1.4) per image
     seed: int = 0
     max_minutes: float | None = None  # wall-clock budget; the best epoch so far is kept
     device: str = "auto"
@@ -156,6 +157,8 @@ class Classifier(nn.Module):
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) float in [-1, 1] -> the backbone's input size, channels and normalisation."""
         size = self.config.image_size
+        if self.config.normalize_intensity:
+            images = normalize_intensity(images)
         if images.shape[-1] != size or images.shape[-2] != size:
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         if _rgb_input(self.config):
@@ -323,6 +326,40 @@ def load_evaluator(path: str | Path, device: str | torch.device = "cpu") -> Eval
 
 # ----------------------------------------------------------------------------------------------- training
 
+def normalize_intensity(images: torch.Tensor, percentile: float = 0.99) -> torch.Tensor:
+    """Rescale each image so that its ``percentile`` intensity maps to white (black stays black).
+
+    MRI intensities have no absolute scale: the same anatomy is brighter or darker from one scanner or export to
+    the next (the Kaggle tumour set's Testing images are ~40% brighter than its Training images). Without this a
+    classifier learns brightness; with it, only contrast patterns.
+
+    Args:
+        images: (B, C, H, W) float in [-1, 1].
+        percentile: quantile of each image's intensities that becomes 1.
+    Returns:
+        The rescaled batch in [-1, 1].
+    """
+    unit = (images + 1) / 2  # (B, C, H, W) in [0, 1]
+    level = torch.quantile(unit.flatten(1).float(), percentile, dim=1).clamp(min=1e-3).to(unit.dtype)
+    return (unit / level.view(-1, 1, 1, 1)).clamp(0, 1) * 2 - 1
+
+
+def random_gamma(images: torch.Tensor, generator: torch.Generator, low: float = 0.7,
+                 high: float = 1.4) -> torch.Tensor:
+    """Per-image random gamma on [0, 1] intensities: contrast changes that normalisation cannot undo.
+
+    Args:
+        images: (B, C, H, W) float in [-1, 1].
+        generator: CPU generator fixing the draws.
+        low: smallest gamma.
+        high: largest gamma.
+    Returns:
+        The transformed batch, same shape and device.
+    """
+    gamma = torch.empty(images.shape[0]).uniform_(low, high, generator=generator).to(images).view(-1, 1, 1, 1)
+    return ((images + 1) / 2).clamp(min=0).pow(gamma) * 2 - 1
+
+
 def random_affine(images: torch.Tensor, generator: torch.Generator, shift: float = 0.06, degrees: float = 10.0,
                   zoom: float = 0.08) -> torch.Tensor:
     """Per-image random shift, rotation and zoom (border filled with the image's edge value).
@@ -430,7 +467,7 @@ def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
         loss_sum, seen = 0.0, 0
         for x, y in stream.epoch(epoch):
             if train_config.augment:
-                x = random_affine(x, augment_rng)
+                x = random_gamma(random_affine(x, augment_rng), augment_rng)
             with torch.autocast(device.type, enabled=use_amp):
                 loss = F.cross_entropy(classifier(x).float(), y, label_smoothing=train_config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
