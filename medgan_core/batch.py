@@ -137,8 +137,7 @@ def run_jobs(jobs: list[Job], out_dir: str | Path, *, kernel_name: str = "python
     for job in jobs:
         job_dir = out_dir / job.name
         job_dir.mkdir(parents=True, exist_ok=True)
-        parameters = {key: value.replace(BATCH_PLACEHOLDER, str(out_dir)) if isinstance(value, str) else value
-                      for key, value in {**job.parameters, "run_dir": str(job_dir)}.items()}
+        parameters = {key: _for_papermill(value, out_dir) for key, value in {**job.parameters, "run_dir": str(job_dir)}.items()}
         started = time.monotonic()
         status, error = "ok", ""
         print(f"[batch] {job.name}: {job.notebook.name} {job.parameters}", flush=True)
@@ -155,6 +154,14 @@ def run_jobs(jobs: list[Job], out_dir: str | Path, *, kernel_name: str = "python
     atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(out_dir / "summary.md", _markdown_table(summary))
     return summary
+
+
+def _for_papermill(value: Any, out_dir: Path) -> Any:
+    """A parameter as papermill can inject it: tuples become lists (papermill would quote them as strings) and
+    ``{batch}`` in strings becomes the batch folder."""
+    if isinstance(value, tuple):
+        return [_for_papermill(item, out_dir) for item in value]
+    return value.replace(BATCH_PLACEHOLDER, str(out_dir)) if isinstance(value, str) else value
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:

@@ -98,3 +98,11 @@ def test_compare_trains_the_evaluator_and_models_then_ranks_the_finished_runs(tm
     assert board["class consistency"].notna().tolist() == [m == "cdcgan" for m in board.index]
     assert any(column.startswith("relative_fd [evaluator:") for column in board.columns)
     assert pd.read_csv(tmp_path / "summary.csv")["job"].tolist() == summary["job"].tolist()
+
+
+def test_tuple_parameters_reach_the_notebook_as_sequences_not_strings(tmp_path):
+    from medgan_core.batch import _for_papermill
+
+    assert _for_papermill((0, 1), tmp_path) == [0, 1]
+    assert _for_papermill(("{batch}/x",), tmp_path) == [f"{tmp_path}/x"]
+    assert _for_papermill(3, tmp_path) == 3
