@@ -348,7 +348,8 @@ def format_leaderboard(leaderboard: pd.DataFrame, digits: int = 3) -> pd.DataFra
         low, high = column.replace(" [", " low [", 1), column.replace(" [", " high [", 1)
         values = []
         for index, value in leaderboard[column].items():
-            ci = (leaderboard[low][index], leaderboard[high][index]) if low in leaderboard.columns else None
+            has_ci = " [" in column and low in leaderboard.columns  # only metric columns carry a CI
+            ci = (leaderboard[low][index], leaderboard[high][index]) if has_ci else None
             values.append(_format_value(value, ci, digits))
         shown[column] = values
     return shown
