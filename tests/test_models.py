@@ -126,6 +126,18 @@ def test_progan_fade_in_starts_from_the_upsampled_previous_stage():
         assert not torch.allclose(G(z), upsampled)  # alpha 1: the new block's own output
 
 
+def test_progan_tanh_output_is_the_linear_output_squashed():
+    torch.manual_seed(0)
+    G_tanh, _, config = build_model("progan", image_size=32, **PROGAN_TINY)
+    G_linear, _, _ = build_model("progan", image_size=32, tanh_output=False, **PROGAN_TINY)
+    G_linear.load_state_dict(G_tanh.state_dict())
+    z = torch.randn(4, config.z_dim)
+    for alpha in (0.0, 0.5, 1.0):
+        G_tanh.set_growth(2, alpha)
+        G_linear.set_growth(2, alpha)
+        torch.testing.assert_close(G_tanh(z), torch.tanh(G_linear(z)))
+
+
 def test_progan_growth_schedule_stages_fade_and_batch_sizes():
     from medgan_core.models.progan import growth_plan
 
