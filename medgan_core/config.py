@@ -43,7 +43,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     optimizer: str = "adam"  # "adam" or "rmsprop"
     n_critic: int = 1  # discriminator updates per generator update
-    ema_decay: float = 0.999  # EMA of G weights for samples (warmed up: min(decay, (1+t)/(10+t))); 0 disables
+    ema_decay: float = 0.999  # EMA of G for samples, warmed up: min(decay, (1+t)/(10+t)), t restarts per growth stage; 0 disables
     balanced: bool = False  # class-balanced sampling (WeightedRandomSampler)
     hflip: bool = False  # random horizontal flips
     seed: int = 0

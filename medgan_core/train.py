@@ -315,7 +315,10 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
         D.requires_grad_(True)
 
         if train.ema_decay > 0:
-            update_ema(G_ema, G, min(train.ema_decay, (1 + step) / (10 + step)))
+            # the warm-up restarts with each growth stage: the new block's EMA weights would otherwise lag ~1/(1-decay)
+            # steps behind G (ProGAN's EMA samples came out washed-out for most of a 1,000-step stage)
+            ema_age = step - plan.stage_start if growth else step
+            update_ema(G_ema, G, min(train.ema_decay, (1 + ema_age) / (10 + ema_age)))
         else:
             G_ema.load_state_dict(G.state_dict())
         step += 1

@@ -6,8 +6,10 @@ MRI sets in ``../shared/data`` when that folder exists next to the repository.
 """
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Set before any test (and inherited by nbval/papermill kernels): no hub retries, smoke-sized notebooks,
 # and caches/runs in a temporary folder instead of ~/.cache and ./runs.
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="medgan-tests-"))
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["MEDGAN_SMOKE"] = "1"
 os.environ["MPLBACKEND"] = "Agg"

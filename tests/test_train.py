@@ -15,7 +15,7 @@ from medgan_core import losses
 from medgan_core.checkpoint import CheckpointError, load_checkpoint, load_generator
 from medgan_core.sampling import sample
 from medgan_core.train import NonFiniteLossError, fit
-from train_worker import MODEL_TRAIN, TINY_MODEL, tiny_image_set, tiny_train_config
+from train_worker import MODEL_CONFIG, MODEL_TRAIN, TINY_MODEL, tiny_image_set, tiny_train_config
 
 WORKER = Path(__file__).with_name("train_worker.py")
 
@@ -166,8 +166,6 @@ def test_wgan_gp_runs_n_critic_steps_and_logs_the_wasserstein_estimate(tmp_path)
 
 
 def test_progan_grows_with_per_stage_batches_and_saves_each_stage(tmp_path):
-    from train_worker import MODEL_CONFIG
-
     result = fit("progan", tiny_image_set(), tiny_train_config(8, 4, **MODEL_TRAIN["progan"]), tmp_path,
                  model_config=MODEL_CONFIG["progan"])
     history = pd.read_csv(tmp_path / "history.csv")
@@ -179,3 +177,17 @@ def test_progan_grows_with_per_stage_batches_and_saves_each_stage(tmp_path):
     rebuilt, checkpoint = load_generator(result.checkpoint)
     assert (rebuilt._stage, checkpoint.meta["step"]) == (2, 8)
     assert sample(rebuilt, 2, seed=0).shape == (2, 1, 16, 16)  # a loaded generator keeps its trained resolution
+
+
+def test_progan_ema_warm_up_restarts_with_each_stage(tmp_path):
+    """The 8 px block enters at step 30; two steps later G_ema's copy of it must track G, not its untrained init."""
+    model_config = {**MODEL_CONFIG["progan"], "stage_images": 8 * 30}
+    train = tiny_train_config(32, 30, ema_decay=0.999, **MODEL_TRAIN["progan"])
+    fit("progan", tiny_image_set(), train, tmp_path, model_config=model_config)
+    at_stage_start = load_checkpoint(tmp_path / "checkpoints" / "step-00000030.safetensors").tensors
+    final = load_checkpoint(tmp_path / "checkpoints" / "step-00000032.safetensors").tensors
+    key = "to_image.1.weight"  # the 8 px output layer: untouched until step 30
+    torch.testing.assert_close(at_stage_start[f"G.{key}"], at_stage_start[f"G_ema.{key}"])
+    trained = final[f"G.{key}"]
+    lag = (final[f"G_ema.{key}"] - trained).norm() / (at_stage_start[f"G.{key}"] - trained).norm()
+    assert lag < 0.25  # a global warm-up (decay ~0.78 at step 30) would leave ~0.7 of the init in the average
