@@ -124,7 +124,8 @@ def run_jobs(jobs: list[Job], out_dir: str | Path, *, kernel_name: str = "python
 
     Args:
         jobs: what to run.
-        out_dir: parent folder; each job gets ``out_dir/<job.name>/`` and the notebook parameter ``run_dir``.
+        out_dir: parent folder; each job gets ``out_dir/<job.name>/`` as its notebook parameter ``run_dir``, unless
+            the job sets ``run_dir`` itself (an earlier run to resume: outputs and the executed notebook go there).
         kernel_name: Jupyter kernel to use.
         progress: show papermill's per-cell progress bar.
     Returns:
@@ -135,7 +136,8 @@ def run_jobs(jobs: list[Job], out_dir: str | Path, *, kernel_name: str = "python
     out_dir = Path(out_dir).resolve()
     rows = []
     for job in jobs:
-        job_dir = out_dir / job.name
+        # a run_dir given by the user resumes that run there; otherwise each job gets a fresh folder
+        job_dir = Path(_for_papermill(job.parameters.get("run_dir") or str(out_dir / job.name), out_dir)).resolve()
         job_dir.mkdir(parents=True, exist_ok=True)
         parameters = {key: _for_papermill(value, out_dir) for key, value in {**job.parameters, "run_dir": str(job_dir)}.items()}
         started = time.monotonic()

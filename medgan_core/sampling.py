@@ -213,7 +213,8 @@ def synthetic_set(generator: nn.Module, n_per_class: int, *, class_names: Sequen
 
 def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, *,
                    class_names: Sequence[str] | None = None, seed: int = 0, model_name: str | None = None,
-                   checkpoint: str | Path | None = None, make_zip: bool = True, batch_size: int = 64) -> Path:
+                   checkpoint: str | Path | None = None, make_zip: bool = True, batch_size: int = 64,
+                   replace: bool = False) -> Path:
     """Write a synthetic dataset in the real sets' layout: ``out_dir/Training/<class>/<class>_00000.png``.
 
     Conditional generators get ``n_per_class`` images for each class; unconditional ones write
@@ -222,7 +223,7 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
 
     Args:
         generator: trained generator.
-        out_dir: destination folder (must not exist or be empty: nothing is overwritten).
+        out_dir: destination folder; it must not exist or be empty unless ``replace`` is set.
         n_per_class: images per class.
         class_names: names for the class folders (default ``class_0``...).
         seed: base seed; class ``k`` uses ``seed + k`` so classes are reproducible on their own.
@@ -230,12 +231,15 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
         checkpoint: recorded in the manifest.
         make_zip: also write a zip archive.
         batch_size: images per forward pass.
+        replace: swap out an earlier export in ``out_dir`` (a resumed run's notebook re-exports its newer
+            generator); the old folder is removed only once the new one is complete.
     Returns:
         The dataset folder.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder (nothing was overwritten)")
+    if out_dir.exists() and any(out_dir.iterdir()) and not replace:
+        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder or pass replace=True "
+                              f"(nothing was overwritten)")
     synthetic = synthetic_set(generator, n_per_class, class_names=class_names, seed=seed, batch_size=batch_size)
     names = [name.replace("/", "_") for name in synthetic.class_names]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -255,9 +259,12 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
         "image_size": int(generator.config.image_size), "channels": int(generator.config.channels),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "medgan_core": __version__,
     })
+    previous = None
     if out_dir.exists():
-        out_dir.rmdir()
+        previous = out_dir.rename(staging.with_name(staging.name + ".old"))
     staging.rename(out_dir)
+    if previous is not None:
+        shutil.rmtree(previous)
     if make_zip:
         archive = shutil.make_archive(str(staging), "zip", root_dir=out_dir)
         Path(archive).replace(out_dir.with_suffix(".zip"))

@@ -62,6 +62,11 @@ def test_batch_runs_a_notebook_grid_with_papermill_and_summarises(tmp_path):
         assert (job_dir / "history.csv").is_file() and list((job_dir / "checkpoints").glob("step-*.safetensors"))
         assert (job_dir / "synthetic" / "manifest.json").is_file()
 
+    first = Path(summary["outputs"][0])  # a user-given run_dir resumes that run in place
+    assert main(["run", str(DCGAN), "-p", "max_steps=2", "-p", f"run_dir={first}", "--out", str(tmp_path / "more")]) == 0
+    assert pd.read_csv(tmp_path / "more" / "summary.csv")["outputs"].tolist() == [str(first)]
+    assert pd.read_csv(first / "history.csv")["step"].tolist() == [1, 2]
+
 
 def test_batch_records_a_failing_notebook_and_goes_on(tmp_path):
     jobs = grid_jobs([DCGAN], {"max_steps": 1}, {"image_size": [48, 64]})  # 48 px is impossible

@@ -66,6 +66,11 @@ def test_export_writes_the_real_layout_a_manifest_and_a_zip(conditional, tmp_pat
         assert "Training/CN/CN_00000.png" in archive.namelist() and "manifest.json" in archive.namelist()
     with pytest.raises(FileExistsError, match="not empty"):
         export_dataset(conditional, out, 1)
+    assert export_dataset(conditional, out, 1, class_names=["CN", "MCI", "AD"], replace=True) == out  # resumed run
+    assert sorted(p.name for p in out.rglob("*.png")) == ["AD_00000.png", "CN_00000.png", "MCI_00000.png"]
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+    with zipfile.ZipFile(out.with_suffix(".zip")) as archive:
+        assert "Training/CN/CN_00001.png" not in archive.namelist()
 
 
 def test_unconditional_export_goes_to_one_folder(unconditional, tmp_path):
