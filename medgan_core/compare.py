@@ -360,7 +360,12 @@ def _format_value(value, ci: tuple[float, float] | None, digits: int) -> str:
         return ""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    text = f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+    text = _format_number(value, digits)
     if ci is not None and not pd.isna(ci[0]):
-        text += f" [{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]"
+        text += f" [{_format_number(ci[0], digits)}, {_format_number(ci[1], digits)}]"
     return text
+
+
+def _format_number(value: float, digits: int) -> str:
+    """``digits`` significant digits; large numbers (steps, img/s, FDs >= 10**digits) as ``1,328`` not ``1.33e+03``."""
+    return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"

@@ -291,13 +291,15 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], *, 
     return _finish(fig, save_to)
 
 
-def plot_leaderboard(table: pd.DataFrame, title: str = "Leaderboard", *,
+def plot_leaderboard(table: pd.DataFrame, title: str = "Leaderboard", *, transpose: bool | None = None,
                      save_to: str | Path | None = None) -> Figure:
     """A table of strings (e.g. :func:`medgan_core.compare.format_leaderboard`) rendered as a figure.
 
     Args:
-        table: rows = models, columns = scores (already formatted).
+        table: rows = models, columns = scores (already formatted), the first column naming the model.
         title: figure title.
+        transpose: one column per model and one row per score; None: when there are more than 8 score columns
+            (a wide table is unreadable once scaled to a page).
         save_to: also save the figure here as PNG.
     Returns:
         The figure.
@@ -306,11 +308,14 @@ def plot_leaderboard(table: pd.DataFrame, title: str = "Leaderboard", *,
     """
     if table.empty:
         raise ValueError("the leaderboard is empty: compare at least one model")
-    width = max(6.0, 1.6 * len(table.columns))
-    fig, (ax,) = _new_figure(1, 1, figsize=(width, 0.45 * len(table) + 1.2))
+    if transpose if transpose is not None else len(table.columns) > 9:
+        table = table.set_index(table.columns[0]).T.rename_axis("score").reset_index()
+    first_width = max(len(str(v)) for v in [table.columns[0], *table.iloc[:, 0]])
+    widths = [first_width] + [max(len(str(v)) for v in [c, *table[c]]) for c in table.columns[1:]]
+    fig, (ax,) = _new_figure(1, 1, figsize=(max(6.0, 0.075 * sum(widths)), 0.3 * len(table) + 1.0))
     ax.axis("off")
     cells = ax.table(cellText=table.astype(str).values, colLabels=[str(c) for c in table.columns], loc="center",
-                     cellLoc="center")
+                     cellLoc="center", colWidths=[w / sum(widths) for w in widths])
     cells.auto_set_font_size(False)
     cells.set_fontsize(7)
     cells.scale(1, 1.4)

@@ -168,3 +168,21 @@ def test_confusion_matrix_and_classifier_history_figures(tmp_path):
     assert len(plot_classifier_history(history).axes) == 2
     with pytest.raises(ValueError, match="empty"):
         plot_classifier_history([])
+
+
+def test_a_wide_leaderboard_is_drawn_one_column_per_model(tmp_path):
+    from medgan_core.compare import format_leaderboard
+    from medgan_core.plotting import plot_leaderboard
+
+    board = pd.DataFrame({"model": ["real", "gan"], "step": [np.nan, 1328.0], "img_per_s": [np.nan, 2960.4],
+                          **{f"fd [x{k}]": [1.5, 212.3] for k in range(10)},
+                          **{f"fd low [x{k}]": [1.0, 206.1] for k in range(10)},
+                          **{f"fd high [x{k}]": [2.0, 1218.7] for k in range(10)}})
+    shown = format_leaderboard(board)
+    assert shown.loc[1, "step"] == "1,328" and shown.loc[1, "img_per_s"] == "2,960"  # not 1.33e+03
+    assert shown.loc[1, "fd [x0]"] == "212 [206, 1,219]" and shown.loc[0, "step"] == ""
+    figure = plot_leaderboard(shown, save_to=tmp_path / "board.png")
+    texts = [cell.get_text().get_text() for cell in figure.axes[0].tables[0].get_celld().values()]
+    assert {"score", "real", "gan", "fd [x9]"} <= set(texts)  # transposed: scores are rows
+    assert plot_leaderboard(shown.iloc[:, :4]).axes[0].tables[0].get_celld()[0, 1].get_text().get_text() == "step"
+    assert (tmp_path / "board.png").is_file()
