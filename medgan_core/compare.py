@@ -206,6 +206,7 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
             for ex in extractors}
     say(f"real features: {len(real_train)} train and {len(real_test)} test images with {[e.name for e in extractors]}")
     rows, board, notes = [], [], []
+    warned: dict[str, list[str]] = {}  # warning -> "model / extractor" it came from (one note each, not one per model)
     samples, histories, audits, consistency = {}, {}, {}, {}
     sets = _synthetic_sets(entries, real_train, n_samples, seed, real_baseline)
     for name, (entry, synthetic) in sets.items():
@@ -224,7 +225,8 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
                 warnings.simplefilter("always")
                 panel = distribution_panel(test_feats, fake_features[ex.name], train_feats, extractor=ex, k=k,
                                            n_boot=n_boot, seed=seed)
-            notes += sorted({f"{name} / {ex.name}: {w.message}" for w in caught})
+            for message in sorted({str(w.message) for w in caught}):
+                warned.setdefault(message, []).append(f"{name} / {ex.name}")
             rows += _score_rows(name, panel)
             line.update({f"{s.metric} [{ex.name}]": s.value for s in panel})
             for score in (s for s in panel if s.ci_low is not None):
@@ -253,6 +255,7 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
                                  f"{evaluator.class_names}; no class consistency")
         board.append(line)
         say(f"{name}: scored {len(synthetic)} images")
+    notes = [f"{message} [{'; '.join(sources)}]" for message, sources in warned.items()] + notes
     leaderboard = pd.DataFrame(board)
     sort_key = next((c for c in leaderboard.columns if c.startswith("relative_fd [")), None)
     if sort_key is not None:
