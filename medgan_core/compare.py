@@ -292,14 +292,15 @@ def utility_table(comparison: Comparison, entries: Sequence[ModelEntry], real_tr
         if entry.class_names != list(real_train.class_names):
             continue
         synthetic = comparison.synthetic[entry.name]
-        needed = max(ratios, default=0) * max(real_train.class_counts().values())
-        if needed > min(synthetic.class_counts().values()):
-            comparison.notes.append(f"{entry.name}: augmentation at ratio {max(ratios)} needs ~{needed:.0f} generated "
-                                    f"images per class; raise n_samples (only CAS was run)")
-            ratios_here: Sequence[float] = ()
-        else:
-            ratios_here = ratios
         say = (lambda line, name=entry.name: progress(f"{name}: {line}")) if progress else None
+        largest_class, generated = max(real_train.class_counts().values()), min(synthetic.class_counts().values())
+        ratios_here = [ratio for ratio in ratios if ratio * largest_class <= generated]
+        if len(ratios_here) < len(ratios):
+            note = (f"augmentation at ratio(s) {[r for r in ratios if r not in ratios_here]} skipped: it needs "
+                    f"ratio x {largest_class} generated images per class and there are {generated}; raise n_samples")
+            comparison.notes.append(f"{entry.name}: {note}")
+            if say:
+                say(note)
         cas = classification_accuracy_score(synthetic, real_train, real_test, config=config, train_config=train_config,
                                             seeds=seeds, n_boot=n_boot, progress=say)
         frames.append(cas.summary.assign(model=entry.name, experiment="CAS"))

@@ -80,10 +80,11 @@ def test_utility_table_runs_cas_and_augmentation_for_conditional_models_only(set
                                 progress=None)
     with pytest.warns(UserWarning):
         table = utility_table(comparison, entries, train, test, config=EvaluatorConfig(image_size=32, width=4),
-                              train_config=FAST, seeds=(0,), ratios=(0.5,), n_boot=50, progress=None)
+                              train_config=FAST, seeds=(0,), ratios=(0.5, 50.0), n_boot=50, progress=None)
     assert set(table["model"]) == {"cdcgan-hub"}
-    assert set(zip(table["experiment"], table["setting"])) == {
+    assert set(zip(table["experiment"], table["setting"])) == {  # 50x needs more samples than were generated
         ("CAS", "real"), ("CAS", "synthetic"), ("augmentation", "real"), ("augmentation", "real+0.5x synthetic")}
+    assert [note for note in comparison.notes if "[50.0] skipped" in note and note.startswith("cdcgan-hub")]
     assert table["accuracy"].between(0, 1).all()
 
 
