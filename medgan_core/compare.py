@@ -255,7 +255,9 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
                                  f"{evaluator.class_names}; no class consistency")
         board.append(line)
         say(f"{name}: scored {len(synthetic)} images")
-    notes = [f"{message} [{'; '.join(sources)}]" for message, sources in warned.items()] + notes
+    everywhere = len(sets) * len(extractors)
+    notes = [f"{message} [{'every model and extractor' if len(sources) == everywhere else '; '.join(sources)}]"
+             for message, sources in warned.items()] + notes
     leaderboard = pd.DataFrame(board)
     sort_key = next((c for c in leaderboard.columns if c.startswith("relative_fd [")), None)
     if sort_key is not None:
