@@ -310,8 +310,7 @@ def plot_leaderboard(table: pd.DataFrame, title: str = "Leaderboard", *, transpo
         raise ValueError("the leaderboard is empty: compare at least one model")
     if transpose if transpose is not None else len(table.columns) > 9:
         table = table.set_index(table.columns[0]).T.rename_axis("score").reset_index()
-    first_width = max(len(str(v)) for v in [table.columns[0], *table.iloc[:, 0]])
-    widths = [first_width] + [max(len(str(v)) for v in [c, *table[c]]) for c in table.columns[1:]]
+    widths = [max(len(str(v)) for v in [column, *table[column]]) for column in table.columns]  # characters
     fig, (ax,) = _new_figure(1, 1, figsize=(max(6.0, 0.075 * sum(widths)), 0.3 * len(table) + 1.0))
     ax.axis("off")
     cells = ax.table(cellText=table.astype(str).values, colLabels=[str(c) for c in table.columns], loc="center",
