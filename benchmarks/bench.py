@@ -337,7 +337,7 @@ TRAINING = {  # --models name -> its rows
     "progan": tuple(TrainingBench(
         "progan", f"train ProGAN stage {stage} ({4 * 2 ** stage} px), batch {{batch}}: fit{{amp}} vs plain loop", "",
         functools.partial(ProGANReference, stage=stage),
-        {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "extra": {"drift": 1e-3}},  # S0
+        {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "loss_options": {"drift": 1e-3}},  # S0
         batch, stage) for stage, batch in enumerate(PROGAN_BATCHES)),
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,17 @@ from .fileio import atomic_write_bytes
 from .registry import build_model
 
 FORMAT_NAME = "medgan-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: EMA half-life in images, augmentation and loss-recipe state (resume needs >= 2)
+RESUMABLE_FORMAT_VERSION = 2
 CHECKPOINT_GLOB = "step-*.safetensors"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that is unreadable, of another format, or for another model."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """A checkpoint file cut short or corrupted (a copy interrupted, a full disk)."""
 
 
 @dataclass
@@ -40,6 +46,7 @@ class Checkpoint:
     path: Path
     meta: dict[str, Any]
     tensors: dict[str, torch.Tensor]
+    format_version: int = FORMAT_VERSION
 
     def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
         """Tensors stored under ``prefix.`` with the prefix removed (a module ``state_dict``)."""
@@ -129,15 +136,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         tensors = load_safetensors_bytes(data)
         header = _read_header(data)
     except (SafetensorError, ValueError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({error}); "
-                              "it may be truncated: delete it to resume from the previous one") from None
+        raise UnreadableCheckpointError(f"{path} is not a readable safetensors checkpoint ({error}); it may be "
+                                        "truncated (an interrupted copy or a full disk)") from None
     if header.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path} is a safetensors file but not a MedGAN checkpoint "
                               f"(format={header.get('format')!r}); for hub weights use medgan_core.hub.from_pretrained")
     if int(header.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {header['format_version']}, newer than this "
                               f"medgan_core understands ({FORMAT_VERSION}); upgrade medgan_core")
-    return Checkpoint(path, json.loads(header["meta"]), tensors)
+    return Checkpoint(path, json.loads(header["meta"]), tensors, int(header.get("format_version", 1)))
 
 
 def _read_header(data: bytes) -> dict[str, str]:
@@ -155,6 +162,35 @@ def find_latest_checkpoint(folder: str | Path) -> Path | None:
     """
     numbered = [p for p in Path(folder).glob(CHECKPOINT_GLOB) if p.stem.split("-", 1)[1].isdigit()]
     return max(numbered, key=lambda p: int(p.stem.split("-", 1)[1]), default=None)
+
+
+def load_newest_readable(folder: str | Path) -> Checkpoint | None:
+    """The newest checkpoint of a run's ``checkpoints`` folder that can be read, for resuming.
+
+    An unreadable newer file (cut short by a full disk or an interrupted copy) is renamed to
+    ``<name>.unreadable`` (kept, never deleted) with a warning naming it, and the next older one is tried.
+
+    Args:
+        folder: a run's ``checkpoints`` folder.
+    Returns:
+        The :class:`Checkpoint`, or ``None`` when the folder holds no checkpoint.
+    Raises:
+        CheckpointError: for a readable file that cannot be resumed (another format, or written before format
+            version 2, whose EMA and augmentation state this loop needs).
+    """
+    while (path := find_latest_checkpoint(folder)) is not None:
+        try:
+            checkpoint = load_checkpoint(path)
+        except UnreadableCheckpointError as error:
+            kept = path.rename(path.with_name(path.name + ".unreadable"))
+            warnings.warn(f"{error}; kept as {kept.name}, resuming from the previous checkpoint instead", stacklevel=2)
+            continue
+        if checkpoint.format_version < RESUMABLE_FORMAT_VERSION:
+            raise CheckpointError(f"{path} was written by an older medgan_core (checkpoint format "
+                                  f"{checkpoint.format_version}); it cannot be resumed by this training loop, but "
+                                  "load_generator / export still read it: train further in a new run_dir")
+        return checkpoint
+    return None
 
 
 def state_dict_sha256(module: nn.Module) -> str:

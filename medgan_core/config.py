@@ -7,14 +7,8 @@ describe the run that produced them.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any
-
-
-def is_smoke() -> bool:
-    """True when ``MEDGAN_SMOKE=1``: tests and CI shrink every run to a few steps."""
-    return os.environ.get("MEDGAN_SMOKE") == "1"
 
 
 @dataclass
@@ -43,7 +37,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     optimizer: str = "adam"  # "adam" or "rmsprop"
     n_critic: int = 1  # discriminator updates per generator update
-    ema_decay: float = 0.999  # EMA of G for samples, warmed up: min(decay, (1+t)/(10+t)), t restarts per growth stage; 0 disables
+    ema_kimg: float = 10.0  # half-life of G's EMA in thousands of real images (stylegan2-ada); 0 disables the EMA
+    ema_rampup: float | None = 0.05  # half-life <= this share of the images seen (in the current growth stage); None: off
     balanced: bool = False  # class-balanced sampling (WeightedRandomSampler)
     hflip: bool = False  # random horizontal flips
     seed: int = 0
@@ -57,7 +52,9 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     channels_last: bool = True
     progress: bool = True  # tqdm progress bar
-    extra: dict[str, Any] = field(default_factory=dict)  # loss options of the model's objective (e.g. gp_lambda)
+    loss_options: dict[str, Any] = field(default_factory=dict)  # options of the model's loss recipe (e.g. gp_lambda)
+    augment: str = "none"  # "none", "diffaugment" or "ada": what D sees of real and fake images (medgan_core.augment)
+    augment_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"target": 0.6, "ada_kimg": 100} for "ada"
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from .fileio import atomic_write_bytes
-from .sampling import class_names_for, fixed_labels, interpolate, make_grid, sample
+from .sampling import class_names_for, fixed_labels, interpolate, make_grid, sample, style_mix
 
 PADDING = 2  # pixels between tiles in image grids
 REQUIRED_COLUMNS = ("step", "d_loss", "g_loss")
@@ -61,8 +61,9 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
 def plot_losses(history: pd.DataFrame, smooth: int = 1, *, save_to: str | Path | None = None) -> Figure:
     """Training curves from ``fit``'s history: losses, D outputs and throughput against the step.
 
-    Panels: ``d_loss``/``g_loss`` (and ``wasserstein`` when logged); ``d_real``/``d_fake`` when logged;
-    ``img_per_s`` when logged.
+    Panels: ``d_loss``/``g_loss`` (and ``wasserstein`` when logged); ``d_real``/``d_fake``; the regularisers
+    (``r1``, ``pl_penalty``, ``gp``; lazy ones are logged only on their steps); ADA's ``aug_p``; ``img_per_s``: each
+    when logged.
 
     Args:
         history: ``FitResult.history`` or ``pd.read_csv(run_dir / "history.csv")``.
@@ -85,12 +86,18 @@ def plot_losses(history: pd.DataFrame, smooth: int = 1, *, save_to: str | Path |
     panels = [("loss", [c for c in ("d_loss", "g_loss", "wasserstein") if c in frame.columns])]
     if {"d_real", "d_fake"} & set(frame.columns):
         panels.append(("mean D output", [c for c in ("d_real", "d_fake") if c in frame.columns]))
+    regularisers = [c for c in ("r1", "pl_penalty", "gp") if c in frame.columns]
+    if regularisers:
+        panels.append(("regulariser", regularisers))
+    if "aug_p" in frame.columns:
+        panels.append(("augment p", ["aug_p"]))
     if "img_per_s" in frame.columns:
         panels.append(("images / s", ["img_per_s"]))
     fig, axes = _new_figure(len(panels), 1, figsize=(8, 2.5 * len(panels)), sharex=True)
     for ax, (ylabel, columns) in zip(axes, panels):
         for column in columns:
-            ax.plot(frame["step"], frame[column].rolling(smooth, min_periods=1).mean(), label=column)
+            series = frame[["step", column]].dropna()  # lazy regularisers leave gaps between their steps
+            ax.plot(series["step"], series[column].rolling(smooth, min_periods=1).mean(), label=column)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         if len(columns) > 1:
@@ -187,6 +194,45 @@ def plot_interpolation(generator: nn.Module, seed_a: int, seed_b: int, steps: in
     images = interpolate(generator, seed_a, seed_b, steps, label)
     title = f"seed {seed_a} \u2192 seed {seed_b}" + (f", {names[label or 0]}" if names else "")
     return show_images(images, nrow=steps, title=title, save_to=save_to)
+
+
+def plot_style_mixing(generator: nn.Module, row_seeds: Sequence[int], col_seeds: Sequence[int], cutoff: int,
+                      label: int | None = None, truncation_psi: float = 1.0, *,
+                      save_to: str | Path | None = None) -> Figure:
+    """StyleGAN2's style-mixing grid: rows keep their coarse styles (first ``cutoff`` layers), columns give the fine.
+
+    Args:
+        generator: a StyleGAN2 generator.
+        row_seeds: seeds of the row images (left column).
+        col_seeds: seeds of the column images (top row).
+        cutoff: style layers taken from the row image.
+        label: class for conditional generators (default class 0).
+        truncation_psi: truncation of every style.
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure.
+    """
+    images = style_mix(generator, row_seeds, col_seeds, cutoff, label, truncation_psi)
+    title = f"rows: first {cutoff} of {generator.num_ws} style layers; columns: the rest"
+    return show_images(images, nrow=len(col_seeds) + 1, title=title, save_to=save_to)
+
+
+def plot_truncation(generator: nn.Module, seeds: Sequence[int], psis: Sequence[float] = (1.0, 0.7, 0.5, 0.0),
+                    label: int | None = None, *, save_to: str | Path | None = None) -> Figure:
+    """The same seeds at several truncation values: one column per seed, one row per psi (top to bottom).
+
+    Args:
+        generator: a StyleGAN2 generator.
+        seeds: latent seeds.
+        psis: truncation values; 0 gives the average image (of the class, for cstylegan2).
+        label: class for conditional generators.
+        save_to: also save the figure here as PNG.
+    Returns:
+        The figure.
+    """
+    rows = [torch.cat([sample(generator, 1, label, seed=seed, truncation_psi=psi) for seed in seeds]) for psi in psis]
+    title = "truncation psi " + ", ".join(f"{psi:g}" for psi in psis) + " (top to bottom)"
+    return show_images(torch.cat(rows), nrow=len(seeds), title=title, save_to=save_to)
 
 
 def plot_sample_progression(run_dir: str | Path, max_grids: int = 6, *, kind: str = "step",

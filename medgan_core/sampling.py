@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import io
 import math
 import shutil
@@ -80,9 +81,23 @@ def resolve_labels(generator: nn.Module, n: int, labels: int | Sequence[int] | t
     return labels
 
 
+def supports_truncation(generator: nn.Module) -> bool:
+    """True for generators with a truncation trick (a mapping network and ``w_avg``: StyleGAN2)."""
+    return "truncation_psi" in inspect.signature(generator.forward).parameters
+
+
+def _truncation_kwargs(generator: nn.Module, truncation_psi: float) -> dict:
+    if truncation_psi == 1.0:
+        return {}
+    if not supports_truncation(generator):
+        raise ValueError(f"truncation_psi={truncation_psi} needs a generator with a mapping network (stylegan2, "
+                         f"cstylegan2); {type(generator).__module__.rsplit('.', 1)[-1]} has none: leave it at 1.0")
+    return {"truncation_psi": truncation_psi}
+
+
 @torch.no_grad()
 def sample(generator: nn.Module, n: int, labels: int | Sequence[int] | torch.Tensor | None = None, *,
-           seed: int = 0, batch_size: int = 64) -> torch.Tensor:
+           seed: int = 0, batch_size: int = 64, truncation_psi: float = 1.0) -> torch.Tensor:
     """Generate ``n`` images, reproducibly from ``seed`` (independent of ``batch_size`` and device).
 
     Args:
@@ -91,9 +106,13 @@ def sample(generator: nn.Module, n: int, labels: int | Sequence[int] | torch.Ten
         labels: see :func:`resolve_labels`.
         seed: latent seed.
         batch_size: images per forward pass.
+        truncation_psi: < 1 trades variety for typicality (StyleGAN2 models only; per class for cstylegan2).
     Returns:
         Float tensor (n, C, S, S) in [-1, 1] on CPU.
+    Raises:
+        ValueError: for ``truncation_psi != 1`` on a generator without a mapping network.
     """
+    truncation = _truncation_kwargs(generator, truncation_psi)
     was_training = generator.training
     generator.eval()
     device = _model_device(generator)
@@ -102,7 +121,7 @@ def sample(generator: nn.Module, n: int, labels: int | Sequence[int] | torch.Ten
     chunks = []
     for start in range(0, n, batch_size):
         batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
-        chunks.append(generator(z[start:start + batch_size].to(device), batch_labels).float().cpu())
+        chunks.append(generator(z[start:start + batch_size].to(device), batch_labels, **truncation).float().cpu())
     generator.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)
 
@@ -137,6 +156,49 @@ def interpolate(generator: nn.Module, seed_a: int, seed_b: int, steps: int = 8, 
     images = generator(z.to(device), None if labels is None else labels.to(device)).float().cpu()
     generator.train(was_training)
     return images
+
+
+@torch.no_grad()
+def style_mix(generator: nn.Module, row_seeds: Sequence[int], col_seeds: Sequence[int], cutoff: int,
+              label: int | None = None, truncation_psi: float = 1.0) -> torch.Tensor:
+    """Style mixing (StyleGAN2): each row's coarse styles (the first ``cutoff`` layers) with each column's fine ones.
+
+    Args:
+        generator: a StyleGAN2 generator (``mapping``, ``synthesis``, ``mix_styles``, ``num_ws``).
+        row_seeds: seeds of the images whose coarse styles (layout, head shape) are kept.
+        col_seeds: seeds of the images whose fine styles (contrast, texture) are used.
+        cutoff: layers taken from the row image, 0..num_ws.
+        label: class for conditional generators (default class 0).
+        truncation_psi: truncation of both styles.
+    Returns:
+        Float tensor ((1 + R) * (1 + C), C, S, S) on CPU, a (1 + R) x (1 + C) grid in row order: the first row holds
+        a black corner and the column images, the first column the row images, the rest their mixes.
+    Raises:
+        ValueError: for a generator without style layers or a cutoff outside 0..num_ws.
+    """
+    if not hasattr(generator, "mix_styles"):
+        raise ValueError("style mixing needs a StyleGAN2 generator (stylegan2, cstylegan2)")
+    if not 0 <= cutoff <= generator.num_ws:
+        raise ValueError(f"cutoff must be in 0..{generator.num_ws} (the generator's style layers), got {cutoff}")
+    was_training = generator.training
+    generator.eval()
+    device = _model_device(generator)
+    z_dim = generator.config.z_dim
+
+    def styles(seeds: Sequence[int]) -> torch.Tensor:
+        z = torch.cat([latents(1, z_dim, seed) for seed in seeds]).to(device)
+        labels = resolve_labels(generator, len(seeds), 0 if label is None and num_classes_of(generator) else label)
+        return generator.mapping(z, None if labels is None else labels.to(device), truncation_psi=truncation_psi)
+
+    rows, cols = styles(row_seeds), styles(col_seeds)  # (R, num_ws, w_dim), (C, num_ws, w_dim)
+    mixed = generator.mix_styles(rows.repeat_interleave(len(col_seeds), 0), cols.repeat(len(row_seeds), 1, 1), cutoff)
+    column_images = generator.synthesis(cols)
+    images = [torch.full_like(column_images[:1], -1.0), column_images]  # first row: black corner, column images
+    for r in range(len(row_seeds)):
+        row_mixes = mixed[r * len(col_seeds):(r + 1) * len(col_seeds)]
+        images += [generator.synthesis(rows[r:r + 1]), generator.synthesis(row_mixes)]
+    generator.train(was_training)
+    return torch.cat(images).float().cpu()
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -184,7 +246,8 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
 
 @torch.no_grad()
 def synthetic_set(generator: nn.Module, n_per_class: int, *, class_names: Sequence[str] | None = None,
-                  seed: int = 0, batch_size: int = 64, source: str = "synthetic") -> ImageSet:
+                  seed: int = 0, batch_size: int = 64, source: str = "synthetic",
+                  truncation_psi: float = 1.0) -> ImageSet:
     """Generated images as an :class:`ImageSet`, the same type as real data (for metrics, CAS, augmentation).
 
     Conditional generators give ``n_per_class`` images of every class (class ``k`` from seed ``seed + k``, so a
@@ -197,6 +260,7 @@ def synthetic_set(generator: nn.Module, n_per_class: int, *, class_names: Sequen
         seed: base latent seed.
         batch_size: images per forward pass.
         source: recorded as the set's source (e.g. the run folder).
+        truncation_psi: see :func:`sample` (StyleGAN2 models only).
     Returns:
         uint8 images with labels, split ``"synthetic"``.
     """
@@ -205,16 +269,17 @@ def synthetic_set(generator: nn.Module, n_per_class: int, *, class_names: Sequen
     images, labels = [], []
     for class_index in range(len(names)):
         label = class_index if num_classes else None
-        images.append(to_uint8(sample(generator, n_per_class, label, seed=seed + class_index, batch_size=batch_size)))
+        images.append(to_uint8(sample(generator, n_per_class, label, seed=seed + class_index, batch_size=batch_size,
+                                      truncation_psi=truncation_psi)))
         labels.append(torch.full((n_per_class,), class_index, dtype=torch.long))
     return ImageSet(torch.cat(images), torch.cat(labels), names, source=source, split="synthetic",
-                    cache_key=f"synthetic:{source}:{seed}:{n_per_class}")
+                    cache_key=f"synthetic:{source}:{seed}:{n_per_class}:{truncation_psi:g}")
 
 
 def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, *,
                    class_names: Sequence[str] | None = None, seed: int = 0, model_name: str | None = None,
                    checkpoint: str | Path | None = None, make_zip: bool = True, batch_size: int = 64,
-                   replace: bool = False) -> Path:
+                   replace: bool = False, truncation_psi: float = 1.0) -> Path:
     """Write a synthetic dataset in the real sets' layout: ``out_dir/Training/<class>/<class>_00000.png``.
 
     Conditional generators get ``n_per_class`` images for each class; unconditional ones write
@@ -233,6 +298,7 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
         batch_size: images per forward pass.
         replace: swap out an earlier export in ``out_dir`` (a resumed run's notebook re-exports its newer
             generator); the old folder is removed only once the new one is complete.
+        truncation_psi: see :func:`sample` (StyleGAN2 models only); recorded in the manifest.
     Returns:
         The dataset folder.
     """
@@ -240,7 +306,8 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
     if out_dir.exists() and any(out_dir.iterdir()) and not replace:
         raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder or pass replace=True "
                               f"(nothing was overwritten)")
-    synthetic = synthetic_set(generator, n_per_class, class_names=class_names, seed=seed, batch_size=batch_size)
+    synthetic = synthetic_set(generator, n_per_class, class_names=class_names, seed=seed, batch_size=batch_size,
+                              truncation_psi=truncation_psi)
     names = [name.replace("/", "_") for name in synthetic.class_names]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -255,7 +322,7 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
     atomic_write_json(staging / "manifest.json", {
         "kind": "synthetic MRI dataset generated by medgan_core (not patient data)",
         "model": model_name, "checkpoint": str(checkpoint) if checkpoint else None, "seed": seed,
-        "seeds": {name: seed + k for k, name in enumerate(names)}, "counts": counts,
+        "seeds": {name: seed + k for k, name in enumerate(names)}, "counts": counts, "truncation_psi": truncation_psi,
         "image_size": int(generator.config.image_size), "channels": int(generator.config.channels),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "medgan_core": __version__,
     })

@@ -1,14 +1,21 @@
 """The one training loop: ``fit()``.
 
-Every GAN trains here. Each step is (1) update D ``n_critic`` times, (2) update G once, with the
-loss recipe ("objective") the model names in the registry. Around that core: AMP on CUDA,
-an EMA copy of G for samples, fixed-noise sample grids, ``history.csv`` + ``log.jsonl``, a tqdm
-bar with live losses and img/s, a wall-clock budget, atomic checkpoints and exact resume.
+Every GAN trains here, one step at a time (:func:`train_step`): (1) update D ``n_critic`` times, with its lazy
+regulariser when the loss recipe has one (R1), (2) update G, with its lazy regulariser (path length), (3) move the
+EMA copy of G. D sees every real and fake image through the run's augmentation (none, DiffAugment or ADA). The
+named parts around that step:
+
+- :class:`Recipe`: what is trained and how (model, config, loss recipe and its options, device, AMP).
+- :class:`TrainState`: every module, optimizer, scaler, RNG, counter and the state a loss recipe or augmentation
+  keeps (path-length mean, ADA p); it saves itself to and loads itself from one checkpoint, so resume is exact.
+- :class:`Schedule`: the stage, resolution, fade-in alpha and batch size of each step. A fixed-size model is a
+  one-stage schedule; ProGAN's growth plan has several.
+- :class:`RunLogger`: ``history.csv`` + ``log.jsonl``, the tqdm bar, fixed-noise sample grids, the NaN/inf check.
 
 Run folder layout::
 
     run_dir/checkpoints/step-00000500.safetensors   (the newest ``keep_checkpoints`` are kept)
-    run_dir/samples/step-00000500.png               (G_ema on fixed noise)
+    run_dir/samples/step-00000500.png               (G_ema on fixed noise; stage-<k>.png at the end of each stage)
     run_dir/history.csv, run_dir/log.jsonl
 """
 from __future__ import annotations
@@ -18,7 +25,8 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -27,13 +35,14 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .checkpoint import (Checkpoint, CheckpointError, checkpoint_name, find_latest_checkpoint, load_checkpoint,
+from .augment import build_augment
+from .checkpoint import (Checkpoint, CheckpointError, checkpoint_name, load_checkpoint, load_newest_readable,
                          optimizer_meta, optimizer_tensors, save_checkpoint)
 from .config import DataConfig, TrainConfig, to_dict
 from .data import BatchStream, ImageSet
 from .fileio import atomic_write_text
-from .losses import OBJECTIVES
-from .registry import build_model, get_model_spec, make_config
+from .losses import OBJECTIVES, Objective
+from .registry import ModelSpec, build_model, get_model_spec, make_config
 from .sampling import fixed_labels, save_grid
 
 
@@ -61,6 +70,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def lazy_adjusted(lr: float, betas: tuple[float, float], reg_interval: int) -> tuple[float, tuple[float, float]]:
+    """Adam settings for a network whose regulariser runs every ``reg_interval`` updates (Karras et al., 2020):
+    ``lr * k / (k + 1)`` and ``betas ** (k / (k + 1))``, so the extra optimizer steps keep the same overall rate.
+
+    Args:
+        lr: the configured learning rate.
+        betas: the configured Adam betas.
+        reg_interval: k; 0 means no lazy regulariser (settings unchanged).
+    Returns:
+        ``(lr, betas)`` to give the optimizer.
+    """
+    if reg_interval <= 0:
+        return lr, tuple(betas)
+    ratio = reg_interval / (reg_interval + 1)
+    return lr * ratio, (betas[0] ** ratio, betas[1] ** ratio)
+
+
 def make_optimizer(name: str, params, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
     """Adam (fused kernel where supported) or RMSprop.
 
@@ -79,11 +105,31 @@ def make_optimizer(name: str, params, lr: float, betas: tuple[float, float]) -> 
     raise ValueError(f"unknown optimizer {name!r}; use 'adam' or 'rmsprop'")
 
 
+def ema_beta(step_images: int, images_so_far: int, ema_kimg: float, rampup: float | None) -> float:
+    """Per-step EMA decay for a half-life of ``ema_kimg`` thousand images (stylegan2-ada).
+
+    ``beta = 0.5 ** (step_images / ema_nimg)`` with ``ema_nimg = min(ema_kimg * 1000, images_so_far * rampup)``:
+    the average forgets half of itself every ``ema_nimg`` images whatever the batch size, and the ramp-up keeps it
+    short while G is young.
+
+    Args:
+        step_images: real images this step showed D (batch size x n_critic).
+        images_so_far: images shown before this step (in the current growth stage for growing models).
+        ema_kimg: the half-life in thousands of images; 0 copies G (no averaging).
+        rampup: share of ``images_so_far`` that caps the half-life, or ``None``.
+    Returns:
+        beta in [0, 1).
+    """
+    ema_nimg = ema_kimg * 1000
+    if rampup is not None:
+        ema_nimg = min(ema_nimg, images_so_far * rampup)
+    return 0.5 ** (step_images / ema_nimg) if ema_nimg > 0 else 0.0
+
+
 @torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """``ema = decay * ema + (1 - decay) * model`` for parameters; buffers (BatchNorm stats) are copied."""
-    ema_params = list(ema.parameters())
-    torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """``ema = beta * ema + (1 - beta) * model`` for parameters; buffers (BatchNorm stats, w_avg) are copied."""
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - beta)
     for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
         ema_buffer.copy_(buffer)
 
@@ -111,41 +157,372 @@ def fit_model_config(model: str, data: ImageSet, model_config: dict[str, Any] | 
     return make_config(model, values)
 
 
-def _batches(stream: BatchStream, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless batches across epochs, starting at global batch index ``start_batch``."""
-    per_epoch = stream.steps_per_epoch()
-    epoch, offset = divmod(start_batch, per_epoch)
+@dataclass
+class Recipe:
+    """What is trained and how: fixed for the whole run (the same on resume)."""
+
+    model: str
+    spec: ModelSpec
+    config: Any  # the model's config dataclass
+    train: TrainConfig
+    objective: Objective
+    loss_options: dict[str, Any]  # the objective's options, automatic values filled in
+    device: torch.device
+    use_amp: bool
+
+    @classmethod
+    def create(cls, model: str, data: ImageSet, train: TrainConfig, model_config: dict | None) -> "Recipe":
+        """Resolve the model config from the data, the loss recipe's options and the device."""
+        spec = get_model_spec(model)
+        config = fit_model_config(model, data, model_config)
+        objective = OBJECTIVES[spec.objective]
+        options = objective.resolve_options(train.loss_options, data.image_size, train.batch_size)
+        device = resolve_device(train.device)
+        return cls(model, spec, config, train, objective, options, device, train.amp and device.type == "cuda")
+
+    @property
+    def d_reg_every(self) -> int:
+        return self.objective.reg_interval(self.objective.d_reg, self.loss_options)
+
+    @property
+    def g_reg_every(self) -> int:
+        return self.objective.reg_interval(self.objective.g_reg, self.loss_options)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, enabled=self.use_amp)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where a step stands in the schedule."""
+
+    index: int  # 0 for fixed-size models; growth stage (0 = 4 px) for growing ones
+    alpha: float  # fade-in of the newest block (1 when not fading)
+    batch_size: int
+    start: int  # first generator step of this stage
+    resolution: int | None  # None = the data's own size
+
+
+class Schedule:
+    """Stage, resolution, fade-in and batch size of every generator step, and the run's length.
+
+    A fixed-size model is one stage of ``train.batch_size``; a model registered with a ``growth`` plan (ProGAN)
+    follows it. The run lasts ``train.max_steps`` when set, else the growth plan or ``train.epochs`` epochs.
+    """
+
+    def __init__(self, recipe: Recipe, data: ImageSet):
+        self.growth, self.config, self.n_critic = recipe.spec.growth, recipe.config, recipe.train.n_critic
+        self.batch_size = recipe.train.batch_size
+        if self.growth:
+            planned = self.growth(self.config, 0, self.n_critic).total_steps
+        else:
+            per_epoch = BatchStream(data, self.batch_size).steps_per_epoch() / self.n_critic
+            planned = math.ceil(recipe.train.epochs * per_epoch)
+        self.total_steps = recipe.train.max_steps if recipe.train.max_steps is not None else planned
+
+    def stage(self, step: int) -> Stage:
+        """The :class:`Stage` of generator step ``step`` (0-based)."""
+        if not self.growth:
+            return Stage(0, 1.0, self.batch_size, 0, None)
+        plan = self.growth(self.config, step, self.n_critic)
+        return Stage(plan.stage, plan.alpha, plan.batch_size, plan.stage_start, plan.resolution)
+
+    def images_in_stage(self, stage: Stage, step: int) -> int:
+        """Real images D has seen since ``stage`` began, before generator step ``step``."""
+        return (step - stage.start) * stage.batch_size * self.n_critic
+
+
+class StageBatches:
+    """Endless, resumable real batches of the current stage's resolution and batch size, from one decoded cache."""
+
+    def __init__(self, data: ImageSet, train: TrainConfig, device: torch.device):
+        self.data, self.train, self.device = data, train, device
+        self.stage: Stage | None = None
+        self._batches: Iterator | None = None
+
+    def enter(self, stage: Stage, step: int) -> Stage | None:
+        """Serve ``stage`` from generator step ``step`` on; returns the stage just finished, if this starts a new one."""
+        if self.stage is not None and stage.index == self.stage.index:
+            return None
+        stream = BatchStream(self.data, stage.batch_size, seed=self.train.seed + 1009 * stage.index,
+                             balanced=self.train.balanced, hflip=self.train.hflip, device=self.device,
+                             channels_last=self.train.channels_last, resolution=stage.resolution)
+        self._batches = _endless(stream, (step - stage.start) * self.train.n_critic)
+        finished, self.stage = self.stage, stage
+        return finished
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return next(self._batches)
+
+
+def _endless(stream: BatchStream, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches across epochs, starting at global batch index ``start_batch``."""
+    epoch, offset = divmod(start_batch, stream.steps_per_epoch())
     while True:
         yield from stream.epoch(epoch, start_step=offset)
         epoch, offset = epoch + 1, 0
 
 
-class _History:
-    """Appends rows to ``history.csv`` and ``log.jsonl``; on resume drops rows past the checkpoint."""
+@dataclass
+class TrainState:
+    """Everything that changes during training; :meth:`save` / :meth:`load` make resume exact."""
 
-    def __init__(self, run_dir: Path, resume_step: int):
-        self.csv_path = run_dir / "history.csv"
-        self.jsonl_path = run_dir / "log.jsonl"
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler_g: torch.amp.GradScaler
+    scaler_d: torch.amp.GradScaler
+    noise: torch.Generator  # training latents only
+    augment: nn.Module
+    objective_state: dict[str, torch.Tensor]  # e.g. the path-length mean
+    step: int = 0  # generator updates
+    batches_seen: int = 0  # discriminator updates (one real batch each)
+    images_seen: int = 0  # real images shown to D
+    modules: tuple[str, ...] = field(default=("G", "D", "G_ema", "augment"), repr=False)
+
+    @classmethod
+    def create(cls, recipe: Recipe) -> "TrainState":
+        """Fresh networks, optimizers and RNGs from ``train.seed`` (a resume then overwrites them)."""
+        train, device = recipe.train, recipe.device
+        memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        torch.manual_seed(train.seed)
+        G, D, _ = build_model(recipe.model, recipe.config)
+        G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
+        G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        lr_g, betas_g = lazy_adjusted(train.lr_g, train.betas, recipe.g_reg_every)
+        lr_d, betas_d = lazy_adjusted(train.lr_d, train.betas, recipe.d_reg_every)
+        return cls(G, D, G_ema, make_optimizer(train.optimizer, G.parameters(), lr_g, betas_g),
+                   make_optimizer(train.optimizer, D.parameters(), lr_d, betas_d),
+                   torch.amp.GradScaler(device.type, enabled=recipe.use_amp),
+                   torch.amp.GradScaler(device.type, enabled=recipe.use_amp),
+                   torch.Generator(device).manual_seed(train.seed + 1),
+                   build_augment(train.augment, **train.augment_options).to(device),
+                   recipe.objective.initial_state(device))
+
+    def latents(self, n: int, z_dim: int) -> torch.Tensor:
+        """``n`` training latents from the state's own noise generator."""
+        return torch.randn(n, z_dim, device=self.noise.device, generator=self.noise)
+
+    def save(self, path: Path, description: dict[str, Any]) -> Path:
+        """One checkpoint holding every tensor of the state plus ``description`` and the counters."""
+        tensors = {f"{name}.{k}": v for name in self.modules for k, v in getattr(self, name).state_dict().items()}
+        tensors.update({f"objective.{k}": v for k, v in self.objective_state.items()})
+        tensors.update(optimizer_tensors("opt_g", self.opt_g))
+        tensors.update(optimizer_tensors("opt_d", self.opt_d))
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.noise"] = self.noise.get_state()
+        if self.noise.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.noise.device)
+        meta = {**description, "step": self.step, "batches_seen": self.batches_seen, "images_seen": self.images_seen,
+                "optimizers": {"opt_g": optimizer_meta(self.opt_g), "opt_d": optimizer_meta(self.opt_d)},
+                "scalers": {"g": self.scaler_g.state_dict(), "d": self.scaler_d.state_dict()},
+                "objective_state": sorted(self.objective_state), "torch_version": torch.__version__}
+        return save_checkpoint(path, tensors, meta)
+
+    def load(self, checkpoint: Checkpoint, recipe: Recipe) -> None:
+        """Restore the state saved in ``checkpoint``; settings changed since then apply from here on, with a warning.
+
+        Raises:
+            CheckpointError: for a checkpoint of another model or architecture, or without this state's parts.
+        """
+        meta = checkpoint.meta
+        _check_same_model(checkpoint, recipe.model, recipe.config)
+        saved_train = meta["train_config"]
+        if saved_train.get("augment", "none") != recipe.train.augment:
+            raise CheckpointError(f"{checkpoint.path} was trained with augment={saved_train.get('augment', 'none')!r}"
+                                  f", not {recipe.train.augment!r}; resuming would reset the augmentation state "
+                                  "(ADA p): resume with the same augment, or use a new run_dir")
+        for name in self.modules:
+            checkpoint.load_module(name, getattr(self, name))
+        for name in self.objective_state:
+            key = f"objective.{name}"
+            if key not in checkpoint.tensors:
+                raise CheckpointError(f"{checkpoint.path} has no {key!r}: it was not written by this loss recipe")
+            self.objective_state[name].copy_(checkpoint.tensors[key])
+        checkpoint.load_optimizer("opt_g", self.opt_g)
+        checkpoint.load_optimizer("opt_d", self.opt_d)
+        self.scaler_g.load_state_dict(meta["scalers"]["g"])
+        self.scaler_d.load_state_dict(meta["scalers"]["d"])
+        torch.set_rng_state(checkpoint.tensors["rng.torch"])
+        self.noise.set_state(checkpoint.tensors["rng.noise"])
+        if "rng.cuda" in checkpoint.tensors and self.noise.device.type == "cuda":
+            torch.cuda.set_rng_state(checkpoint.tensors["rng.cuda"], self.noise.device)
+        self.step, self.batches_seen, self.images_seen = (meta[k] for k in ("step", "batches_seen", "images_seen"))
+        self._apply_current_settings(checkpoint, recipe)
+
+    def _apply_current_settings(self, checkpoint: Checkpoint, recipe: Recipe) -> None:
+        """The optimizers take the current config's learning rates and betas (a resumed run may change them);
+        every changed training setting is named in one warning."""
+        for optimizer, lr, reg_every in ((self.opt_g, recipe.train.lr_g, recipe.g_reg_every),
+                                         (self.opt_d, recipe.train.lr_d, recipe.d_reg_every)):
+            lr, betas = lazy_adjusted(lr, recipe.train.betas, reg_every)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+                if "betas" in group:
+                    group["betas"] = betas
+        saved, current = checkpoint.meta["train_config"], to_dict(recipe.train)
+        changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items()
+                   if key not in RUN_LENGTH_SETTINGS and saved.get(key) != value]
+        if changed:
+            warnings.warn(f"resuming {checkpoint.path.name} with changed settings, applied from step {self.step}: "
+                          + "; ".join(changed), stacklevel=3)
+
+
+# settings a resumed run may change without comment (how long and how verbosely it runs)
+RUN_LENGTH_SETTINGS = {"epochs", "max_steps", "max_minutes", "progress", "log_every", "sample_every",
+                       "checkpoint_every", "keep_checkpoints"}
+
+
+def _step_optimizer(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def train_step(s: TrainState, recipe: Recipe, batches: StageBatches, images_in_stage: int) -> dict[str, torch.Tensor]:
+    """One generator step: (1) update D ``n_critic`` times (+ lazy R1), (2) update G (+ lazy path length), (3) EMA.
+
+    Args:
+        s: the training state, updated in place.
+        recipe: model, loss recipe and its options, device.
+        batches: real batches of the current stage.
+        images_in_stage: real images shown before this step in the current stage (EMA ramp-up).
+    Returns:
+        Detached scalar tensors to log (no host sync): losses, the recipe's statistics, regulariser values.
+    """
+    objective, options, conditional = recipe.objective, recipe.loss_options, recipe.spec.conditional
+    augmented_D = lambda images, labels: s.D(s.augment(images), labels)  # noqa: E731  (D sees images as augmented)
+    s.G.train()
+    s.D.train()
+    stats: dict[str, torch.Tensor] = {}
+    step_images = 0
+
+    # (1) update D: n_critic times, each on a fresh real batch and fresh fakes
+    for critic_iter in range(recipe.train.n_critic):
+        real, labels = next(batches)
+        labels = labels if conditional else None
+        z = s.latents(real.shape[0], recipe.config.z_dim)
+        with recipe.autocast(), torch.set_grad_enabled(critic_iter == recipe.train.n_critic - 1):
+            fake = s.G(z, labels)  # the last one keeps its graph and is reused by the G update
+        with recipe.autocast():
+            d_loss, d_stats = objective.d_loss(augmented_D, real, fake.detach(), labels, **options)
+        s.augment.accumulate(d_stats.pop("real_scores"))
+        _step_optimizer(s.opt_d, s.scaler_d, d_loss)
+        s.batches_seen += 1
+        s.images_seen += real.shape[0]
+        step_images += real.shape[0]
+        if recipe.d_reg_every and s.batches_seen % recipe.d_reg_every == 0:  # lazy R1, float32
+            with torch.autocast(recipe.device.type, enabled=False):
+                reg_loss, reg_stats = objective.d_reg.loss(augmented_D, real, labels, s.objective_state, **options)
+            _step_optimizer(s.opt_d, s.scaler_d, reg_loss * recipe.d_reg_every)
+            stats.update(reg_stats)
+        s.augment.step(real.shape[0])  # ADA adjusts p on its own interval
+    stats.update(d_loss=d_loss.detach().float(), **d_stats)
+
+    # (2) update G: fool the just-updated D with the last fakes
+    s.D.requires_grad_(False)
+    with recipe.autocast():
+        g_loss, g_stats = objective.g_loss(augmented_D, fake, labels, **options)
+    _step_optimizer(s.opt_g, s.scaler_g, g_loss)
+    s.D.requires_grad_(True)
+    if recipe.g_reg_every and (s.step + 1) % recipe.g_reg_every == 0:  # lazy path length, float32
+        z = s.latents(fake.shape[0], recipe.config.z_dim)
+        with torch.autocast(recipe.device.type, enabled=False):
+            reg_loss, reg_stats = objective.g_reg.loss(s.G, z, labels, s.objective_state, **options)
+        _step_optimizer(s.opt_g, s.scaler_g, reg_loss * recipe.g_reg_every)
+        stats.update(reg_stats)
+    stats.update(g_loss=g_loss.detach().float(), **g_stats)
+
+    # (3) EMA of G with a half-life in images
+    train = recipe.train
+    update_ema(s.G_ema, s.G, ema_beta(step_images, images_in_stage, train.ema_kimg, train.ema_rampup))
+    s.step += 1
+    return stats
+
+
+class RunLogger:
+    """History rows (``history.csv`` + ``log.jsonl``, rewound to the checkpoint on resume), the tqdm bar, fixed-noise
+    sample grids of G_ema and the NaN/inf check. Statistics stay on the device between rows (one host sync per row).
+    """
+
+    def __init__(self, run_dir: Path, recipe: Recipe, num_classes: int, start_step: int, total_steps: int):
+        self.run_dir, self.train, self.device = run_dir, recipe.train, recipe.device
+        self.csv_path, self.jsonl_path = run_dir / "history.csv", run_dir / "log.jsonl"
         self.rows: list[dict[str, Any]] = []
-        if resume_step > 0 and self.jsonl_path.exists():
+        if start_step > 0 and self.jsonl_path.exists():
             lines = self.jsonl_path.read_text().splitlines()
-            self.rows = [row for row in map(json.loads, filter(None, lines)) if row["step"] <= resume_step]
+            self.rows = [row for row in map(json.loads, filter(None, lines)) if row["step"] <= start_step]
         self._rewrite()
+        generator = torch.Generator().manual_seed(self.train.seed + 2)
+        self.sample_z = torch.randn(self.train.n_samples, recipe.config.z_dim, generator=generator).to(self.device)
+        self.sample_labels = fixed_labels(self.train.n_samples, num_classes).to(self.device) if num_classes else None
+        self.progress = tqdm(total=total_steps, initial=start_step, desc=recipe.model, disable=not self.train.progress,
+                             dynamic_ncols=True)
+        self.start_time = time.monotonic()
+        self._new_window()
+        self.first_bad_step = torch.tensor(-1, device=self.device)
+
+    def _new_window(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.window_start, self.window_images = time.perf_counter(), 0
 
     def _rewrite(self) -> None:
         atomic_write_text(self.jsonl_path, "".join(json.dumps(row) + "\n" for row in self.rows))
         atomic_write_text(self.csv_path, pd.DataFrame(self.rows).to_csv(index=False) if self.rows else "")
 
-    def append(self, row: dict[str, Any]) -> None:
+    def out_of_time(self) -> bool:
+        """True once the run has used its ``max_minutes``."""
+        budget = self.train.max_minutes
+        return budget is not None and (time.monotonic() - self.start_time) / 60 >= budget
+
+    def record(self, step: int, stats: dict[str, torch.Tensor], images: int) -> None:
+        """Add one step's statistics to the current window (each averaged over the steps that reported it)."""
+        for key, value in stats.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value.float()
+            self.counts[key] = self.counts.get(key, 0) + 1
+        finite = torch.isfinite(stats["d_loss"]) & torch.isfinite(stats["g_loss"])
+        self.first_bad_step = torch.where(~finite & (self.first_bad_step < 0), torch.tensor(step, device=self.device),
+                                          self.first_bad_step)
+        self.window_images += images
+        self.progress.update(1)
+
+    def write_row(self, state: TrainState, stage: Stage, num_images: int, growing: bool, extra: dict) -> None:
+        """Append one history row: window means, counters, stage/alpha for growing models, img/s, wall time."""
+        elapsed = time.perf_counter() - self.window_start
+        growth = {"stage": stage.index, "alpha": round(stage.alpha, 4)} if growing else {}
+        row = {"step": state.step, "epoch": round(state.images_seen / num_images, 4), "images_seen": state.images_seen,
+               **growth, **{k: float(v) / self.counts[k] for k, v in self.sums.items()}, **extra,
+               "img_per_s": self.window_images / max(elapsed, 1e-9),
+               "wall_s": round(time.monotonic() - self.start_time, 2)}
         new_columns = bool(self.rows) and set(row) != set(self.rows[-1])
         self.rows.append(row)
         if new_columns or self.csv_path.stat().st_size == 0:
             self._rewrite()
-            return
-        with self.jsonl_path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
-        with self.csv_path.open("a") as handle:
-            handle.write(pd.DataFrame([row]).to_csv(index=False, header=False))
+        else:
+            with self.jsonl_path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            with self.csv_path.open("a") as handle:
+                handle.write(pd.DataFrame([row]).to_csv(index=False, header=False))
+        self.progress.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", ips=f"{row['img_per_s']:.0f}")
+        self._new_window()
+
+    def write_samples(self, G_ema: nn.Module, name: str, use_amp: bool) -> None:
+        """A grid of G_ema on the run's fixed latents (and labels) as ``samples/<name>.png``."""
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=use_amp):
+            images = G_ema(self.sample_z, self.sample_labels)
+        save_grid(images.float(), self.run_dir / "samples" / f"{name}.png")
+
+    def check_finite(self, model: str, last_checkpoint: Path | None) -> None:
+        """Raise :class:`NonFiniteLossError` if a loss was NaN/inf since the start (one host sync)."""
+        bad = int(self.first_bad_step)
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"{model}: a loss became NaN/inf at step {bad}; training stopped. The last good checkpoint is "
+                f"{last_checkpoint or 'none (no checkpoint written yet)'}. Try a lower learning rate or disable AMP.")
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
@@ -157,208 +534,89 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
     """Train registered GAN ``model`` on ``data``; resumes from ``run_dir`` when it holds a checkpoint.
 
     Args:
-        model: registered model name (``"dcgan"``, ``"cdcgan"``, ...).
+        model: registered model name (``"dcgan"``, ``"stylegan2"``, ...).
         data: decoded training images from :func:`medgan_core.data.load_images`.
-        train: loop settings (steps, batch size, learning rates, intervals, budget, device).
+        train: loop settings (steps, batch size, learning rates, EMA, augmentation, intervals, budget, device).
         run_dir: folder for checkpoints, sample grids and logs.
         model_config: architecture overrides; image size/channels/classes default to the data's.
         data_config: recorded in checkpoints so a run describes its data.
-        resume: continue from the newest checkpoint in ``run_dir`` (exactly: same weights, RNG and data order);
-            with ``False`` a folder that already holds checkpoints is refused rather than mixed.
+        resume: continue from the newest readable checkpoint in ``run_dir`` (exactly: same weights, RNG, data order,
+            augmentation and loss state); with ``False`` a folder that already holds checkpoints is refused.
         on_step: called with the step number after every generator update (progress widgets, tests).
     Returns:
         A :class:`FitResult`.
     Raises:
         NonFiniteLossError: when a loss becomes NaN/inf (names the step; no checkpoint of the bad state is written).
-        CheckpointError: when ``run_dir`` holds a checkpoint of another model or architecture.
+        CheckpointError: when ``run_dir`` holds a checkpoint of another model, architecture or augmentation.
     """
     run_dir = Path(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    device = resolve_device(train.device)
-    use_amp = train.amp and device.type == "cuda"
-    memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
-    spec = get_model_spec(model)
-    objective = OBJECTIVES[spec.objective]
-    loss_options = objective.resolve_options(train.extra)
+    recipe = Recipe.create(model, data, train, model_config)
+    state, schedule = TrainState.create(recipe), Schedule(recipe, data)
+    last_checkpoint = _resume(state, recipe, run_dir, resume)
+    description = _describe_run(recipe, data, data_config)
+    num_classes = len(data.class_names) if recipe.spec.conditional else 0
+    logger = RunLogger(run_dir, recipe, num_classes, state.step, schedule.total_steps)
+    batches, stopped = StageBatches(data, train, recipe.device), "completed"
 
-    # ---- build everything from the seed (a resume then overwrites it from the checkpoint)
-    torch.manual_seed(train.seed)
-    config = fit_model_config(model, data, model_config)
-    G, D, _ = build_model(model, config)
-    G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_g = make_optimizer(train.optimizer, G.parameters(), train.lr_g, train.betas)
-    opt_d = make_optimizer(train.optimizer, D.parameters(), train.lr_d, train.betas)
-    scaler_g = torch.amp.GradScaler(device.type, enabled=use_amp)
-    scaler_d = torch.amp.GradScaler(device.type, enabled=use_amp)
-    noise = torch.Generator(device).manual_seed(train.seed + 1)  # training latents only
-    z_dim = config.z_dim
-    conditional = spec.conditional
-    sample_z = torch.randn(train.n_samples, z_dim, generator=torch.Generator().manual_seed(train.seed + 2)).to(device)
-    sample_labels = fixed_labels(train.n_samples, len(data.class_names)).to(device) if conditional else None
-
-    def make_stream(batch_size: int, seed: int, resolution: int | None = None) -> BatchStream:
-        return BatchStream(data, batch_size, seed=seed, balanced=train.balanced, hflip=train.hflip, device=device,
-                           channels_last=train.channels_last, resolution=resolution)
-
-    growth = spec.growth  # growing models (ProGAN): stage, alpha and batch size follow the step
-    stream = None if growth else make_stream(train.batch_size, train.seed)
-    if growth:
-        schedule_steps = growth(config, 0, train.n_critic).total_steps
-        total_steps = train.max_steps if train.max_steps is not None else schedule_steps
-    else:
-        steps_per_epoch = stream.steps_per_epoch() / train.n_critic
-        total_steps = train.max_steps if train.max_steps is not None else math.ceil(train.epochs * steps_per_epoch)
-
-    step, batches_seen, images_seen = 0, 0, 0
-    latest = find_latest_checkpoint(run_dir / "checkpoints")
-    if latest is not None and not resume:
-        raise FileExistsError(f"{run_dir} already holds a run ({latest.name}); resume=False would mix two runs in "
-                              "one folder: choose a new run_dir, delete the folder, or resume=True")
-    if latest is not None:
-        checkpoint = load_checkpoint(latest)
-        _check_same_model(checkpoint, model, config)
-        step, batches_seen, images_seen = (checkpoint.meta[k] for k in ("step", "batches_seen", "images_seen"))
-        for prefix, module in (("G", G), ("D", D), ("G_ema", G_ema)):
-            checkpoint.load_module(prefix, module)
-        checkpoint.load_optimizer("opt_g", opt_g)
-        checkpoint.load_optimizer("opt_d", opt_d)
-        scaler_g.load_state_dict(checkpoint.meta["scalers"]["g"])
-        scaler_d.load_state_dict(checkpoint.meta["scalers"]["d"])
-        torch.set_rng_state(checkpoint.tensors["rng.torch"])
-        noise.set_state(checkpoint.tensors["rng.noise"])
-    history = _History(run_dir, step)
-
-    def write_checkpoint() -> Path:
-        tensors = {f"{prefix}.{k}": v for prefix, module in (("G", G), ("D", D), ("G_ema", G_ema))
-                   for k, v in module.state_dict().items()}
-        tensors.update(optimizer_tensors("opt_g", opt_g))
-        tensors.update(optimizer_tensors("opt_d", opt_d))
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.noise"] = noise.get_state()
-        meta = {
-            "model": model, "model_config": to_dict(config), "train_config": to_dict(train),
-            "data_config": to_dict(data_config) if data_config else None,
-            "data": {"source": data.source, "split": data.split, "cache_key": data.cache_key,
-                     "class_names": list(data.class_names), "num_images": len(data)},
-            "step": step, "batches_seen": batches_seen, "images_seen": images_seen, "epoch": images_seen / len(data),
-            "optimizers": {"opt_g": optimizer_meta(opt_g), "opt_d": optimizer_meta(opt_d)},
-            "scalers": {"g": scaler_g.state_dict(), "d": scaler_d.state_dict()},
-            "torch_version": torch.__version__,
-        }
-        path = save_checkpoint(run_dir / "checkpoints" / checkpoint_name(step), tensors, meta)
+    def save() -> Path:
+        logger.check_finite(model, last_checkpoint)
+        path = state.save(run_dir / "checkpoints" / checkpoint_name(state.step), description)
         for old in sorted((run_dir / "checkpoints").glob("step-*.safetensors"))[:-max(1, train.keep_checkpoints)]:
             old.unlink()
         return path
 
-    def write_samples(name: str | None = None) -> None:
-        with torch.no_grad(), torch.autocast(device.type, enabled=use_amp):
-            images = G_ema(sample_z, sample_labels)
-        save_grid(images.float(), run_dir / "samples" / f"{name or f'step-{step:08d}'}.png")
-
-    # running sums on the device: read (one host sync) only every log_every steps
-    sums: dict[str, torch.Tensor] = {}
-    window_steps, window_start, window_images = 0, time.perf_counter(), 0
-    first_bad_step = torch.tensor(-1, device=device)
-    start_time = time.monotonic()
-    stopped = "completed"
-    last_checkpoint = latest
-    batches = None if growth else _batches(stream, batches_seen)
-    stream_stage = None  # stage whose resolution and batch size the current stream serves
-    progress = tqdm(total=total_steps, initial=step, desc=model, disable=not train.progress, dynamic_ncols=True)
-
-    def check_finite() -> None:
-        bad = int(first_bad_step)
-        if bad >= 0:
-            raise NonFiniteLossError(
-                f"{model}: a loss became NaN/inf at step {bad}; training stopped. The last good checkpoint is "
-                f"{last_checkpoint or 'none (no checkpoint written yet)'}. Try a lower learning rate or disable AMP.")
-
-    while step < total_steps:
-        if growth:
-            plan = growth(config, step, train.n_critic)
-            if plan.stage != stream_stage:  # a new resolution: new stream from the same decoded cache
-                if stream_stage is not None:
-                    write_samples(f"stage-{stream_stage}")
-                stream = make_stream(plan.batch_size, train.seed + 1009 * plan.stage, plan.resolution)
-                batches = _batches(stream, (step - plan.stage_start) * train.n_critic)
-                stream_stage = plan.stage
-            for module in (G, D, G_ema):
-                module.set_growth(plan.stage, plan.alpha)
-        G.train()
-        D.train()
-        # (1) update D: n_critic times, each on a fresh real batch and fresh fakes
-        for critic_iter in range(train.n_critic):
-            real, labels = next(batches)
-            batches_seen += 1
-            images_seen += real.shape[0]
-            labels = labels if conditional else None
-            z = torch.randn(real.shape[0], z_dim, device=device, generator=noise)
-            last_iter = critic_iter == train.n_critic - 1
-            with torch.autocast(device.type, enabled=use_amp), torch.set_grad_enabled(last_iter):
-                fake = G(z, labels)  # the last one keeps its graph and is reused by the G update
-            with torch.autocast(device.type, enabled=use_amp):
-                d_loss, d_stats = objective.d_loss(D, real, fake.detach(), labels, **loss_options)
-            opt_d.zero_grad(set_to_none=True)
-            scaler_d.scale(d_loss).backward()
-            scaler_d.step(opt_d)
-            scaler_d.update()
-
-        # (2) update G: fool the just-updated D with the last fakes
-        D.requires_grad_(False)
-        with torch.autocast(device.type, enabled=use_amp):
-            g_loss, g_stats = objective.g_loss(D, fake, labels, **loss_options)
-        opt_g.zero_grad(set_to_none=True)
-        scaler_g.scale(g_loss).backward()
-        scaler_g.step(opt_g)
-        scaler_g.update()
-        D.requires_grad_(True)
-
-        if train.ema_decay > 0:
-            # the warm-up restarts with each growth stage: the new block's EMA weights would otherwise lag ~1/(1-decay)
-            # steps behind G (ProGAN's EMA samples came out washed-out for most of a 1,000-step stage)
-            ema_age = step - plan.stage_start if growth else step
-            update_ema(G_ema, G, min(train.ema_decay, (1 + ema_age) / (10 + ema_age)))
-        else:
-            G_ema.load_state_dict(G.state_dict())
-        step += 1
-
-        stats = {"d_loss": d_loss.detach().float(), "g_loss": g_loss.detach().float(), **d_stats, **g_stats}
-        for key, value in stats.items():
-            sums[key] = sums.get(key, 0.0) + value.float()
-        finite = torch.isfinite(stats["d_loss"]) & torch.isfinite(stats["g_loss"])
-        first_bad_step = torch.where(~finite & (first_bad_step < 0), torch.tensor(step, device=device), first_bad_step)
-        window_steps += 1
-        window_images += real.shape[0] * train.n_critic
-        progress.update(1)
-
-        out_of_time = train.max_minutes is not None and (time.monotonic() - start_time) / 60 >= train.max_minutes
-        if step % train.log_every == 0 or step == total_steps or out_of_time:
-            check_finite()
-            elapsed = time.perf_counter() - window_start
-            growth_columns = {"stage": plan.stage, "alpha": round(plan.alpha, 4)} if growth else {}
-            row = {"step": step, "epoch": round(images_seen / len(data), 4), "images_seen": images_seen, **growth_columns,
-                   **{k: float(v) / window_steps for k, v in sums.items()},
-                   "img_per_s": window_images / max(elapsed, 1e-9), "wall_s": round(time.monotonic() - start_time, 2)}
-            history.append(row)
-            progress.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", ips=f"{row['img_per_s']:.0f}")
-            sums, window_steps, window_start, window_images = {}, 0, time.perf_counter(), 0
-        if step % train.sample_every == 0 or step == total_steps or out_of_time:
-            write_samples()
-        if step % train.checkpoint_every == 0 or step == total_steps or out_of_time:
-            check_finite()
-            last_checkpoint = write_checkpoint()
+    while state.step < schedule.total_steps:
+        stage = schedule.stage(state.step)
+        finished = batches.enter(stage, state.step)
+        if finished is not None:
+            logger.write_samples(state.G_ema, f"stage-{finished.index}", recipe.use_amp)
+        if schedule.growth:
+            for module in (state.G, state.D, state.G_ema):
+                module.set_growth(stage.index, stage.alpha)
+        stats = train_step(state, recipe, batches, schedule.images_in_stage(stage, state.step))
+        logger.record(state.step, stats, stage.batch_size * train.n_critic)
+        done, out_of_time = state.step == schedule.total_steps, logger.out_of_time()
+        if state.step % train.log_every == 0 or done or out_of_time:
+            logger.check_finite(model, last_checkpoint)
+            augment_stats = {k: float(v) for k, v in state.augment.stats().items()}
+            logger.write_row(state, stage, len(data), bool(schedule.growth),
+                             {k: v for k, v in augment_stats.items() if math.isfinite(v)})  # ADA's r_t: NaN at first
+        if state.step % train.sample_every == 0 or done or out_of_time:
+            logger.write_samples(state.G_ema, f"step-{state.step:08d}", recipe.use_amp)
+        if state.step % train.checkpoint_every == 0 or done or out_of_time:
+            last_checkpoint = save()
         if on_step is not None:
-            on_step(step)
+            on_step(state.step)
         if out_of_time:
             stopped = "time budget"
             break
-    progress.close()
-    if growth and stream_stage is not None:
-        write_samples(f"stage-{stream_stage}")
-    if last_checkpoint is None or Path(last_checkpoint).name != checkpoint_name(step):
-        last_checkpoint = write_checkpoint()  # e.g. resumed a run that was already complete
-    return FitResult(run_dir, step, stopped, G_ema, D, Path(last_checkpoint), history.frame())
+    logger.progress.close()
+    if schedule.growth and batches.stage is not None:
+        logger.write_samples(state.G_ema, f"stage-{batches.stage.index}", recipe.use_amp)
+    if last_checkpoint is None or Path(last_checkpoint).name != checkpoint_name(state.step):
+        last_checkpoint = save()  # e.g. resumed a run that was already complete
+    return FitResult(run_dir, state.step, stopped, state.G_ema, state.D, Path(last_checkpoint), logger.frame())
+
+
+def _resume(state: TrainState, recipe: Recipe, run_dir: Path, resume: bool) -> Path | None:
+    """Load the newest readable checkpoint of ``run_dir`` into ``state``; returns its path (None: fresh run)."""
+    checkpoint = load_newest_readable(run_dir / "checkpoints")
+    if checkpoint is not None and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run ({checkpoint.path.name}); resume=False would mix two "
+                              "runs in one folder: choose a new run_dir, delete the folder, or resume=True")
+    if checkpoint is None:
+        return None
+    state.load(checkpoint, recipe)
+    return checkpoint.path
+
+
+def _describe_run(recipe: Recipe, data: ImageSet, data_config: DataConfig | None) -> dict[str, Any]:
+    """The JSON part of every checkpoint that does not change during the run."""
+    return {"model": recipe.model, "model_config": to_dict(recipe.config), "train_config": to_dict(recipe.train),
+            "loss_options": recipe.loss_options, "data_config": to_dict(data_config) if data_config else None,
+            "data": {"source": data.source, "split": data.split, "cache_key": data.cache_key,
+                     "class_names": list(data.class_names), "num_images": len(data)}}
 
 
 def _check_same_model(checkpoint: Checkpoint, model: str, config: Any) -> None:

@@ -15,7 +15,7 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 
 from .plotting import figure_png, plot_interpolation, show_images
-from .sampling import class_names_for, sample
+from .sampling import class_names_for, sample, supports_truncation
 
 MAX_SEED = 9999
 
@@ -69,6 +69,37 @@ def interpolation_explorer(generator: nn.Module, class_names: Sequence[str] | No
 
     def render(seed_a: int, seed_b: int, steps: int, label: int | None = None) -> Figure:
         return plot_interpolation(generator, seed_a, seed_b, steps, label, class_names=names or None)
+
+    return _live_figure(controls, render)
+
+
+def truncation_explorer(generator: nn.Module, class_names: Sequence[str] | None = None, *,
+                        max_images: int = 16) -> widgets.Widget:
+    """Samples at a chosen truncation psi (StyleGAN2): 1 = full variety, 0 = the average image (of the class).
+
+    Args:
+        generator: a StyleGAN2 generator (``stylegan2`` or ``cstylegan2``).
+        class_names: one name per class (default ``class 0``...).
+        max_images: upper end of the number-of-images slider.
+    Returns:
+        The widget.
+    Raises:
+        ValueError: for a generator without truncation, or class names that do not match it.
+    """
+    if not supports_truncation(generator):
+        raise ValueError("truncation_explorer needs a generator with a mapping network (stylegan2, cstylegan2)")
+    names = class_names_for(generator, class_names)
+    controls = {"psi": widgets.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, description="psi",
+                                           continuous_update=False),
+                "seed": _seed_slider("seed", 0),
+                "n": widgets.IntSlider(value=min(8, max_images), min=1, max=max_images, description="images",
+                                       continuous_update=False)}
+    if names:
+        controls["label"] = _class_control(names, ordinal=False)
+
+    def render(psi: float, seed: int, n: int, label: int | None = None) -> Figure:
+        title = f"psi {psi:.2f}, seed {seed}" + (f", {names[label]}" if names else "")
+        return show_images(sample(generator, n, label, seed=seed, truncation_psi=psi), title=title)
 
     return _live_figure(controls, render)
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from medgan_core.losses import (OBJECTIVES, d_logistic_loss, drift_penalty, g_nonsaturating_loss, gradient_penalty,
-                                wasserstein_d_loss, wasserstein_g_loss)
+                                path_length_penalty, r1_penalty, wasserstein_d_loss, wasserstein_g_loss)
+from medgan_core.train import lazy_adjusted
 
 
 def test_logistic_losses_match_binary_cross_entropy():
@@ -77,6 +78,82 @@ def test_wasserstein_losses_and_objective_stats():
     objective = OBJECTIVES["wgan-gp"]
     options = objective.resolve_options({"drift": 1e-3})
     loss, stats = objective.d_loss(critic, torch.randn(4, 1, 4, 4), torch.randn(4, 1, 4, 4), None, **options)
-    assert set(stats) == {"wasserstein", "gp"} and stats["gp"].item() < 1e-8
+    assert set(stats) == {"wasserstein", "gp", "real_scores"} and stats["gp"].item() < 1e-8
     with pytest.raises(ValueError, match="has no option"):
         objective.resolve_options({"gp_lamda": 5})
+
+
+def test_r1_on_a_linear_critic_is_gamma_over_2_times_the_squared_weight_norm():
+    critic = LinearCritic((1, 8, 8), 3.0)  # grad_x D = 3 w with ||w|| = 1, for every image
+    real = torch.randn(4, 1, 8, 8, requires_grad=True)
+    assert abs(r1_penalty(critic(real), real).item() - 9.0) < 1e-4
+    objective = OBJECTIVES["stylegan2"]
+    options = objective.resolve_options({"r1_gamma": 0.5})
+    loss, stats = objective.d_reg.loss(critic, torch.randn(4, 1, 8, 8), None, {}, **options)
+    assert abs(loss.item() - 0.5 / 2 * 9.0) < 1e-4 and abs(stats["r1"].item() - 9.0) < 1e-4
+    loss.backward()
+    assert critic.weight.grad.norm() > 0  # the penalty trains D
+
+
+def test_r1_gamma_follows_the_stylegan2_ada_auto_rule_unless_given():
+    objective = OBJECTIVES["stylegan2"]
+    assert objective.resolve_options({}, image_size=64, batch_size=32)["r1_gamma"] == 0.0002 * 64 ** 2 / 32
+    assert objective.resolve_options({"r1_gamma": 1.0}, image_size=64, batch_size=32)["r1_gamma"] == 1.0
+    with pytest.raises(ValueError, match="use one of"):
+        objective.resolve_options({"loss": "hinge", "r1_gamma": 1.0})
+
+
+class LinearGenerator(torch.nn.Module):
+    """synthesis(ws) = reshape(ws.flatten(1) @ A): its Jacobian is A everywhere."""
+
+    def __init__(self, num_ws=3, w_dim=5, shape=(1, 4, 4)):
+        super().__init__()
+        self.num_ws, self.w_dim, self.shape = num_ws, w_dim, shape
+        self.A = torch.nn.Parameter(torch.randn(num_ws * w_dim, math.prod(shape)))
+        self.mapping_scale = torch.nn.Parameter(torch.ones(()))  # ws come out of a trainable mapping
+
+    def mapping(self, z, labels=None):
+        return z.view(-1, self.num_ws, self.w_dim) * self.mapping_scale
+
+    def synthesis(self, ws):
+        return (ws.flatten(1) @ self.A).view(-1, *self.shape)
+
+
+def _expected_path_lengths(A, batch, num_ws, w_dim, shape, seed):
+    torch.manual_seed(seed)
+    noise = torch.randn(batch, *shape) / math.sqrt(shape[-1] * shape[-2])
+    gradients = (noise.flatten(1) @ A.T).view(batch, num_ws, w_dim)  # J^T y
+    return gradients.square().sum(2).mean(1).sqrt()
+
+
+def test_path_length_penalty_of_a_linear_generator_matches_its_closed_form():
+    G = LinearGenerator()
+    ws = torch.randn(6, 3, 5, requires_grad=True)
+    torch.manual_seed(1)
+    penalty, new_mean, lengths = path_length_penalty(G.synthesis(ws), ws, torch.tensor(2.0), decay=0.01)
+    expected = _expected_path_lengths(G.A.detach(), 6, 3, 5, G.shape, seed=1)
+    torch.testing.assert_close(lengths.detach(), expected)
+    expected_mean = 2.0 + 0.01 * (expected.mean() - 2.0)
+    torch.testing.assert_close(new_mean, expected_mean)
+    torch.testing.assert_close(penalty.detach(), (expected - expected_mean).square().mean())
+
+
+def test_path_length_regularizer_uses_a_shrunk_batch_and_updates_the_running_mean():
+    G, objective = LinearGenerator(), OBJECTIVES["stylegan2"]
+    options = objective.resolve_options({"r1_gamma": 1.0})
+    state = objective.initial_state()
+    z = torch.randn(8, 15)
+    torch.manual_seed(3)
+    loss, stats = objective.g_reg.loss(G, z, None, state, **options)
+    expected = _expected_path_lengths(G.A.detach(), 4, 3, 5, G.shape, seed=3)  # batch 8 // pl_batch_shrink 2
+    torch.testing.assert_close(state["pl_mean"], 0.01 * expected.mean())
+    torch.testing.assert_close(loss.detach(), 2.0 * (expected - 0.01 * expected.mean()).square().mean())
+    loss.backward()
+    assert G.A.grad.norm() > 0
+
+
+def test_lazy_regularisation_adjusts_adam_lr_and_betas():
+    lr, betas = lazy_adjusted(0.0025, (0.0, 0.99), 16)
+    assert math.isclose(lr, 0.0025 * 16 / 17)
+    assert betas == (0.0, 0.99 ** (16 / 17))
+    assert lazy_adjusted(2e-4, (0.5, 0.999), 0) == (2e-4, (0.5, 0.999))

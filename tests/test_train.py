@@ -15,7 +15,7 @@ from medgan_core import losses
 from medgan_core.checkpoint import CheckpointError, load_checkpoint, load_generator
 from medgan_core.sampling import sample
 from medgan_core.train import NonFiniteLossError, fit
-from train_worker import MODEL_CONFIG, MODEL_TRAIN, TINY_MODEL, tiny_image_set, tiny_train_config
+from train_worker import AUGMENT, MODEL_CONFIG, MODEL_TRAIN, TINY_MODEL, tiny_image_set, tiny_train_config
 
 WORKER = Path(__file__).with_name("train_worker.py")
 
@@ -29,10 +29,12 @@ def _run_worker(*args, wait=True):
     return subprocess.Popen(command, env=env)
 
 
-@pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp", "progan"])
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp", "progan", "stylegan2+ada", "cstylegan2+diffaugment",
+                                   "dcgan+ada"])
 def test_resume_after_sigkill_is_bit_identical(tmp_path, model):
     """Kill at step 5 (checkpoint at 4), resume to 8; ProGAN's checkpoint is mid-fade and the resume crosses into
-    the 16 px stage at step 6."""
+    the 16 px stage at step 6. StyleGAN2 runs R1 and path length every 2 steps, and ADA's p moves every step, so
+    their state (p, path-length mean, w_avg) must survive the kill too."""
     n = 4
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _run_worker(straight, model, 2 * n, n)
@@ -51,14 +53,20 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, model):
     _run_worker(killed, model, 2 * n, n)  # resumes from step n
     a = load_checkpoint(straight / "checkpoints" / "step-00000008.safetensors")
     b = load_checkpoint(killed / "checkpoints" / "step-00000008.safetensors")
-    weights = [k for k in a.tensors if k.split(".")[0] in ("G", "D", "G_ema", "opt_g", "opt_d")]
+    weights = [k for k in a.tensors if k.split(".")[0] in ("G", "D", "G_ema", "opt_g", "opt_d", "augment", "objective")]
     assert len(weights) > 10
+    if "ada" in model:
+        assert a.tensors["augment.p"].item() > 0  # p moved, so resuming it is tested
+    if model.startswith("stylegan2"):
+        assert a.tensors["objective.pl_mean"].item() > 0 and "G.w_avg" in weights
     for key in weights:
         assert torch.equal(a.tensors[key], b.tensors[key]), f"{key} differs after resume"
     history_a = pd.read_csv(straight / "history.csv")
     history_b = pd.read_csv(killed / "history.csv")
     assert history_a["step"].tolist() == history_b["step"].tolist() == list(range(1, 2 * n + 1))
     pd.testing.assert_series_equal(history_a["g_loss"], history_b["g_loss"])
+    if "ada" in model:
+        pd.testing.assert_series_equal(history_a["aug_p"], history_b["aug_p"])
 
 
 def test_fit_writes_logs_samples_and_a_self_describing_checkpoint(tmp_path):
@@ -156,13 +164,13 @@ def test_checkpoint_files_get_normal_permissions(tmp_path):
 
 
 def test_wgan_gp_runs_n_critic_steps_and_logs_the_wasserstein_estimate(tmp_path):
-    config = tiny_train_config(4, 4, log_every=2, **MODEL_TRAIN["wgan-gp"], extra={"drift": 1e-3})
+    config = tiny_train_config(4, 4, log_every=2, **MODEL_TRAIN["wgan-gp"], loss_options={"drift": 1e-3})
     result = fit("wgan-gp", tiny_image_set(), config, tmp_path, model_config=TINY_MODEL)
     history = pd.read_csv(tmp_path / "history.csv")
     assert {"wasserstein", "gp", "d_loss", "g_loss"} <= set(history.columns)
     assert history["images_seen"].tolist() == [2 * 5 * 8, 4 * 5 * 8]  # 5 critic batches per generator step
     meta = load_checkpoint(result.checkpoint).meta
-    assert meta["train_config"]["n_critic"] == 5 and meta["train_config"]["extra"] == {"drift": 1e-3}
+    assert meta["train_config"]["n_critic"] == 5 and meta["train_config"]["loss_options"] == {"drift": 1e-3}
 
 
 def test_progan_grows_with_per_stage_batches_and_saves_each_stage(tmp_path):
@@ -182,7 +190,7 @@ def test_progan_grows_with_per_stage_batches_and_saves_each_stage(tmp_path):
 def test_progan_ema_warm_up_restarts_with_each_stage(tmp_path):
     """The 8 px block enters at step 30; two steps later G_ema's copy of it must track G, not its untrained init."""
     model_config = {**MODEL_CONFIG["progan"], "stage_images": 8 * 30}
-    train = tiny_train_config(32, 30, ema_decay=0.999, **MODEL_TRAIN["progan"])
+    train = tiny_train_config(32, 30, **MODEL_TRAIN["progan"])
     fit("progan", tiny_image_set(), train, tmp_path, model_config=model_config)
     at_stage_start = load_checkpoint(tmp_path / "checkpoints" / "step-00000030.safetensors").tensors
     final = load_checkpoint(tmp_path / "checkpoints" / "step-00000032.safetensors").tensors
@@ -190,4 +198,65 @@ def test_progan_ema_warm_up_restarts_with_each_stage(tmp_path):
     torch.testing.assert_close(at_stage_start[f"G.{key}"], at_stage_start[f"G_ema.{key}"])
     trained = final[f"G.{key}"]
     lag = (final[f"G_ema.{key}"] - trained).norm() / (at_stage_start[f"G.{key}"] - trained).norm()
-    assert lag < 0.25  # a global warm-up (decay ~0.78 at step 30) would leave ~0.7 of the init in the average
+    assert lag < 0.25  # a ramp-up over the whole run (half-life 12 images at step 30) would leave ~0.4 of the init
+
+
+def test_ema_half_life_is_reached_after_exactly_ema_kimg_thousand_images():
+    from medgan_core.train import ema_beta, update_ema
+
+    ema, model = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(ema.weight)
+    torch.nn.init.ones_(model.weight)
+    for _ in range(10):  # 10 steps of 8 images = 80 images = the half-life
+        update_ema(ema, model, ema_beta(8, 10_000, ema_kimg=0.08, rampup=None))
+    assert math.isclose(ema.weight.item(), 0.5, rel_tol=1e-6)
+    # batch size does not change the window: 5 steps of 16 images give the same average
+    torch.nn.init.zeros_(ema.weight)
+    for _ in range(5):
+        update_ema(ema, model, ema_beta(16, 10_000, ema_kimg=0.08, rampup=None))
+    assert math.isclose(ema.weight.item(), 0.5, rel_tol=1e-6)
+    # ramp-up: the half-life is at most 5% of the images seen; none seen yet copies G; ema_kimg 0 turns it off
+    assert ema_beta(8, 1_000, ema_kimg=10, rampup=0.05) == 0.5 ** (8 / 50)
+    assert ema_beta(8, 0, ema_kimg=10, rampup=0.05) == 0.0 == ema_beta(8, 1_000, ema_kimg=0, rampup=None)
+
+
+def test_resume_applies_changed_learning_rates_and_names_them(tmp_path):
+    data = tiny_image_set()
+    fit("dcgan", data, tiny_train_config(2, 2), tmp_path, model_config=TINY_MODEL)
+    with pytest.warns(UserWarning, match=r"changed settings, applied from step 2: lr_g 0.0002 -> 0.0001"):
+        fit("dcgan", data, tiny_train_config(3, 3, lr_g=1e-4), tmp_path, model_config=TINY_MODEL)
+    meta = load_checkpoint(tmp_path / "checkpoints" / "step-00000003.safetensors").meta
+    assert meta["optimizers"]["opt_g"]["param_groups"][0]["lr"] == 1e-4 == meta["train_config"]["lr_g"]
+
+
+def test_resume_falls_back_past_an_unreadable_newest_checkpoint_and_keeps_it(tmp_path):
+    data = tiny_image_set()
+    fit("dcgan", data, tiny_train_config(4, 2), tmp_path, model_config=TINY_MODEL)
+    newest = tmp_path / "checkpoints" / "step-00000004.safetensors"
+    newest.write_bytes(newest.read_bytes()[:500])  # a copy cut short
+    with pytest.warns(UserWarning, match="step-00000004.safetensors is not a readable.*kept as "
+                                         "step-00000004.safetensors.unreadable"):
+        result = fit("dcgan", data, tiny_train_config(4, 2), tmp_path, model_config=TINY_MODEL)
+    assert result.step == 4 and (tmp_path / "checkpoints" / "step-00000004.safetensors.unreadable").exists()
+    assert pd.read_csv(tmp_path / "history.csv")["step"].tolist() == [1, 2, 3, 4]
+
+
+def test_resume_with_another_augmentation_is_refused(tmp_path):
+    data = tiny_image_set()
+    fit("dcgan", data, tiny_train_config(1, 1, augment="ada"), tmp_path, model_config=TINY_MODEL)
+    with pytest.raises(CheckpointError, match="trained with augment='ada', not 'none'.*ADA p"):
+        fit("dcgan", data, tiny_train_config(2, 1), tmp_path, model_config=TINY_MODEL)
+
+
+def test_stylegan2_lazy_regularisers_run_on_their_intervals_and_are_logged(tmp_path):
+    train = tiny_train_config(4, 4, log_every=1, **MODEL_TRAIN["stylegan2"], **AUGMENT["ada"])
+    result = fit("stylegan2", tiny_image_set(), train, tmp_path, model_config=MODEL_CONFIG["stylegan2"])
+    history = pd.read_csv(tmp_path / "history.csv")
+    # R1 every 2 D steps, path length every 2 G steps: logged on those steps only
+    assert history["r1"].notna().tolist() == [False, True, False, True]
+    assert history["pl_penalty"].notna().tolist() == [False, True, False, True]
+    assert history["aug_p"].nunique() == 4  # ADA's p moves at every D step (interval 1) and is logged
+    meta = load_checkpoint(result.checkpoint).meta
+    lr, betas = meta["optimizers"]["opt_d"]["param_groups"][0]["lr"], meta["optimizers"]["opt_d"]["param_groups"][0]["betas"]
+    assert math.isclose(lr, 2.5e-3 * 2 / 3) and math.isclose(betas[1], 0.99 ** (2 / 3))
+    assert meta["loss_options"]["r1_gamma"] == 0.0002 * 32 ** 2 / 8  # the automatic rule, recorded

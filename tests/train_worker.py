@@ -1,6 +1,6 @@
 """Subprocess entry for the exact-resume tests: train a tiny model, optionally hang after a step.
 
-Usage: python train_worker.py RUN_DIR MODEL MAX_STEPS CHECKPOINT_EVERY [HANG_AFTER_STEP MARKER_FILE]
+Usage: python train_worker.py RUN_DIR MODEL[+AUGMENT] MAX_STEPS CHECKPOINT_EVERY [HANG_AFTER_STEP MARKER_FILE]
 """
 import sys
 import time
@@ -13,11 +13,20 @@ from medgan_core.data import ImageSet
 from medgan_core.train import fit
 
 TINY_MODEL = {"g_features": 4, "d_features": 4, "z_dim": 8}
+STYLEGAN2_TINY = {"z_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 128, "channel_max": 8}
+# StyleGAN2: both lazy regularisers every 2 steps so a short run exercises them
+STYLEGAN2_TRAIN = {"lr_g": 2.5e-3, "lr_d": 2.5e-3, "betas": (0.0, 0.99),
+                   "loss_options": {"r1_interval": 2, "pl_interval": 2}}
 MODEL_TRAIN = {"wgan-gp": {"n_critic": 5, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4},  # S0/Gulrajani
-               "progan": {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "extra": {"drift": 1e-3}}}
+               "progan": {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "loss_options": {"drift": 1e-3}},
+               "stylegan2": STYLEGAN2_TRAIN, "cstylegan2": STYLEGAN2_TRAIN}
+# ADA starts at p = 0.5 and moves it by 8 images / 100 = 0.08 at every D step: it stays inside (0, 1) in 8 steps
+AUGMENT = {"ada": {"augment": "ada", "augment_options": {"ada_kimg": 0.1, "interval": 1, "p_init": 0.5}},
+           "diffaugment": {"augment": "diffaugment"}, "": {}}
 # ProGAN: stages of 3 steps (24 images / batch 8), fading over the whole stage, so step 4 is mid-fade of 8 px
 MODEL_CONFIG = {"progan": {"base_features": 8, "z_dim": 8, "stage_images": 24, "fade_fraction": 1.0,
-                           "stage_batch_sizes": (8, 8, 8, 4)}}
+                           "stage_batch_sizes": (8, 8, 8, 4)},
+                "stylegan2": STYLEGAN2_TINY, "cstylegan2": STYLEGAN2_TINY}
 
 
 def tiny_image_set(n: int = 48, size: int = 32, classes: int = 3) -> ImageSet:
@@ -44,7 +53,8 @@ def tiny_train_config(max_steps: int, checkpoint_every: int, **overrides) -> Tra
 
 
 if __name__ == "__main__":
-    run_dir, model, max_steps, every = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    run_dir, max_steps, every = sys.argv[1], int(sys.argv[3]), int(sys.argv[4])
+    model, _, augment = sys.argv[2].partition("+")  # e.g. "stylegan2+ada"
     hang_after = int(sys.argv[5]) if len(sys.argv) > 5 else None
     marker = Path(sys.argv[6]) if len(sys.argv) > 6 else None
 
@@ -53,5 +63,6 @@ if __name__ == "__main__":
             marker.write_text(str(step))
             time.sleep(600)  # the test kills us with SIGKILL here
 
-    fit(model, tiny_image_set(), tiny_train_config(max_steps, every, **MODEL_TRAIN.get(model, {})), run_dir,
+    settings = {**MODEL_TRAIN.get(model, {}), **AUGMENT[augment]}
+    fit(model, tiny_image_set(), tiny_train_config(max_steps, every, **settings), run_dir,
         model_config=MODEL_CONFIG.get(model, TINY_MODEL), on_step=hang if hang_after else None)

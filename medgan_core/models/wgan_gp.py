@@ -4,7 +4,7 @@ Generator as S0 (z 256, 32 base features, BatchNorm + ReLU transposed convs, 1 c
 BatchNorm (the penalty is per sample) and no sigmoid: layer norm by default, instance norm or none on request.
 Registered twice: ``wgan-gp`` (unconditional) and ``cwgan-gp`` (class-conditional: label embedding in G,
 projection in the critic, Miyato & Koyama 2018). Train with ``TrainConfig(n_critic=5, betas=(0.0, 0.9),
-lr_g=1e-4, lr_d=1e-4)``; the loss options ``gp_lambda`` (10) and ``drift`` (0) go in ``TrainConfig.extra``.
+lr_g=1e-4, lr_d=1e-4)``; the loss options ``gp_lambda`` (10) and ``drift`` (0) go in ``TrainConfig.loss_options``.
 """
 from __future__ import annotations
 
