@@ -42,7 +42,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         # S1's D learning rate (5e-5) left D at chance and G collapsed in short CPU runs: use 2e-4 here
         ("02_conditional_dcgan", {**_DEMO_COMMON, "lr_d": 2e-4}),
     ],
-    # every notebook on the demo set, then the comparison: ~27 minutes on 2 CPU cores
+    # every notebook on the demo set, then the comparison: ~32 minutes on 2 CPU cores (27 measured before 05)
     "all": [
         ("00_vit_evaluator", {"dataset": "demo", "image_size": 64, "max_minutes": 4.0}),
         ("01_dcgan", _DEMO_COMMON),
@@ -50,6 +50,8 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("03_wgan_gp", {**_DEMO_COMMON, "max_steps": 1000}),
         ("04_progan", {"dataset": "demo", "image_size": 64, "base_features": 64, "epochs_per_stage": 20,
                        "max_minutes": 5.0, "sample_every": 500, "checkpoint_every": 1000}),
+        ("05_stylegan2", {"dataset": "demo", "image_size": 64, "max_minutes": 5.0, "augment": "diffaugment",
+                          "sample_every": 500, "checkpoint_every": 1000}),
         ("99_compare", {"dataset": "demo", "runs_root": "{batch}", "n_samples": 500}),
     ],
     "smoke": [
@@ -58,6 +60,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("02_conditional_dcgan", {"max_steps": 2}),
         ("03_wgan_gp", {"max_steps": 2}),
         ("04_progan", {}),
+        ("05_stylegan2", {}),
         ("99_compare", {"runs_root": "{batch}"}),
     ],
 }
@@ -70,6 +73,8 @@ NOTEBOOK_FOR_MODEL: dict[str, tuple[str, dict[str, Any]]] = {
     "wgan-gp": ("03_wgan_gp", {"model": "wgan-gp"}),
     "cwgan-gp": ("03_wgan_gp", {"model": "cwgan-gp"}),
     "progan": ("04_progan", {}),
+    "stylegan2": ("05_stylegan2", {"model": "stylegan2"}),
+    "cstylegan2": ("05_stylegan2", {"model": "cstylegan2"}),
 }
 EVALUATOR_NOTEBOOK = "00_vit_evaluator"
 BATCH_PLACEHOLDER = "{batch}"  # in a string parameter, replaced by the batch's output folder

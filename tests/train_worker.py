@@ -20,8 +20,8 @@ STYLEGAN2_TRAIN = {"lr_g": 2.5e-3, "lr_d": 2.5e-3, "betas": (0.0, 0.99),
 MODEL_TRAIN = {"wgan-gp": {"n_critic": 5, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4},  # S0/Gulrajani
                "progan": {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "loss_options": {"drift": 1e-3}},
                "stylegan2": STYLEGAN2_TRAIN, "cstylegan2": STYLEGAN2_TRAIN}
-# ADA starts at p = 0.5 and moves it by 8 images / 100 = 0.08 at every D step: it stays inside (0, 1) in 8 steps
-AUGMENT = {"ada": {"augment": "ada", "augment_options": {"ada_kimg": 0.1, "interval": 1, "p_init": 0.5}},
+# ADA starts at p = 0.5 and moves it by 8 images / 200 = 0.04 at every D step: it stays inside (0, 1) in 8 steps
+AUGMENT = {"ada": {"augment": "ada", "augment_options": {"ada_kimg": 0.2, "interval": 1, "p_init": 0.5}},
            "diffaugment": {"augment": "diffaugment"}, "": {}}
 # ProGAN: stages of 3 steps (24 images / batch 8), fading over the whole stage, so step 4 is mid-fade of 8 px
 MODEL_CONFIG = {"progan": {"base_features": 8, "z_dim": 8, "stage_images": 24, "fade_fraction": 1.0,
