@@ -307,6 +307,7 @@ class TrainingBench:
     train: dict = field(default_factory=dict)  # TrainConfig settings besides the benchmark's own
     batch: int = BATCH
     stage: int | None = None  # growing models (ProGAN): the stage timed, at alpha 1
+    model_overrides: dict = field(default_factory=dict)  # fit's model_config for a fixed-size model (e.g. a preset)
 
     @property
     def n_critic(self) -> int:
@@ -317,10 +318,11 @@ class TrainingBench:
         return 64 if self.stage is None else 4 * 2 ** self.stage
 
     def model_config(self, device: torch.device, stage_steps: int) -> dict | None:
-        """fit's model_config: for a growing model, one step (batch ``stage_images``) at each earlier stage, then
-        ``stage_steps`` steps of ``batch`` at ``stage``, alpha 1 from its first step (no fade)."""
+        """fit's model_config: ``model_overrides`` (None when empty) for a fixed-size model; for a growing model,
+        one step (batch ``stage_images``) at each earlier stage, then ``stage_steps`` steps of ``batch`` at
+        ``stage``, alpha 1 from its first step (no fade)."""
         if self.stage is None:
-            return None
+            return self.model_overrides or None
         images = self.batch * stage_steps
         return {"base_features": progan_features(device), "stage_images": images, "fade_fraction": 0.0,
                 "stage_batch_sizes": (images,) * self.stage + (self.batch,)}

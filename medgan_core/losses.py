@@ -243,7 +243,7 @@ def _r1_regularizer(D, real, labels, state, **options):
 
 def _path_length_regularizer(G, z, labels, state, **options):
     n = max(1, z.shape[0] // options["pl_batch_shrink"])  # a smaller batch: the penalty needs no big one
-    ws = G.mapping(z[:n], None if labels is None else labels[:n])  # (n, num_ws, w_dim)
+    ws = G.mapping(z[:n], None if labels is None else labels[:n])  # (n, num_ws, w_dim); unmixed, unlike ada
     penalty, state["pl_mean"], path_lengths = path_length_penalty(G.synthesis(ws), ws, state["pl_mean"],
                                                                   options["pl_decay"])
     return options["pl_weight"] * penalty, {"pl_penalty": penalty.detach(), "pl_mean": state["pl_mean"].detach()}

@@ -227,6 +227,12 @@ class Schedule:
         plan = self.growth(self.config, step, self.n_critic)
         return Stage(plan.stage, plan.alpha, plan.batch_size, plan.stage_start, plan.resolution)
 
+    def apply(self, stage: Stage, *networks: nn.Module) -> None:
+        """Set a growing model's networks to ``stage``'s resolution and fade-in (nothing for fixed-size models)."""
+        if self.growth:
+            for network in networks:
+                network.set_growth(stage.index, stage.alpha)
+
     def images_in_stage(self, stage: Stage, step: int) -> int:
         """Real images D has seen since ``stage`` began, before generator step ``step``."""
         return (step - stage.start) * stage.batch_size * self.n_critic
@@ -490,12 +496,14 @@ class RunLogger:
         self.window_images += images
         self.progress.update(1)
 
-    def write_row(self, state: TrainState, stage: Stage, num_images: int, growing: bool, extra: dict) -> None:
-        """Append one history row: window means, counters, stage/alpha for growing models, img/s, wall time."""
+    def write_row(self, state: TrainState, stage: Stage, num_images: int, growing: bool) -> None:
+        """Append one history row: window means, counters, stage/alpha for growing models, the augmentation's p (and
+        ADA's r_t once it has one), img/s, wall time."""
         elapsed = time.perf_counter() - self.window_start
         growth = {"stage": stage.index, "alpha": round(stage.alpha, 4)} if growing else {}
+        augment = {k: float(v) for k, v in state.augment.stats().items() if math.isfinite(float(v))}
         row = {"step": state.step, "epoch": round(state.images_seen / num_images, 4), "images_seen": state.images_seen,
-               **growth, **{k: float(v) / self.counts[k] for k, v in self.sums.items()}, **extra,
+               **growth, **{k: float(v) / self.counts[k] for k, v in self.sums.items()}, **augment,
                "img_per_s": self.window_images / max(elapsed, 1e-9),
                "wall_s": round(time.monotonic() - self.start_time, 2)}
         new_columns = bool(self.rows) and set(row) != set(self.rows[-1])
@@ -571,17 +579,13 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
         finished = batches.enter(stage, state.step)
         if finished is not None:
             logger.write_samples(state.G_ema, f"stage-{finished.index}", recipe.use_amp)
-        if schedule.growth:
-            for module in (state.G, state.D, state.G_ema):
-                module.set_growth(stage.index, stage.alpha)
+        schedule.apply(stage, state.G, state.D, state.G_ema)
         stats = train_step(state, recipe, batches, schedule.images_in_stage(stage, state.step))
         logger.record(state.step, stats, stage.batch_size * train.n_critic)
         done, out_of_time = state.step == schedule.total_steps, logger.out_of_time()
         if state.step % train.log_every == 0 or done or out_of_time:
             logger.check_finite(model, last_checkpoint)
-            augment_stats = {k: float(v) for k, v in state.augment.stats().items()}
-            logger.write_row(state, stage, len(data), bool(schedule.growth),
-                             {k: v for k, v in augment_stats.items() if math.isfinite(v)})  # ADA's r_t: NaN at first
+            logger.write_row(state, stage, len(data), bool(schedule.growth))
         if state.step % train.sample_every == 0 or done or out_of_time:
             logger.write_samples(state.G_ema, f"step-{state.step:08d}", recipe.use_amp)
         if state.step % train.checkpoint_every == 0 or done or out_of_time:

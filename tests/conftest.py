@@ -27,6 +27,9 @@ atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["MEDGAN_SMOKE"] = "1"
 os.environ["MPLBACKEND"] = "Agg"
+# One intra-op thread for the tests' tiny models (here and in notebook kernels and workers): with two, a tiny
+# StyleGAN2 step took 10-30x longer whenever the other core was busy (threads waiting on each other).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MEDGAN_CACHE", str(_SESSION_TMP / "cache"))
 os.environ.setdefault("MEDGAN_RUNS", str(_SESSION_TMP / "runs"))
 

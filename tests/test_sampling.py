@@ -78,3 +78,45 @@ def test_unconditional_export_goes_to_one_folder(unconditional, tmp_path):
     assert sorted(p.name for p in (out / "Training" / "synthetic").iterdir()) == ["synthetic_00000.png",
                                                                                   "synthetic_00001.png"]
     assert not out.with_suffix(".zip").exists()
+
+
+@pytest.fixture(scope="module")
+def stylegan2():
+    """A tiny, untrained StyleGAN2 generator (32 px) with a non-zero truncation centre."""
+    from medgan_core.registry import build_model
+
+    torch.manual_seed(0)
+    G = build_model("stylegan2", image_size=32, z_dim=8, w_dim=8, channel_base=128, channel_max=8)[0]
+    G.w_avg.normal_()
+    return G.eval()
+
+
+def test_truncation_psi_zero_gives_the_average_image_and_is_refused_without_a_mapping(stylegan2, unconditional):
+    images = sample(stylegan2, 3, seed=0, truncation_psi=0.0)
+    torch.testing.assert_close(images[0], images[2])
+    assert not torch.allclose(sample(stylegan2, 3, seed=0)[0], sample(stylegan2, 3, seed=0)[2])
+    with pytest.raises(ValueError, match="truncation_psi=0.5 needs a generator with a mapping network"):
+        sample(unconditional, 2, truncation_psi=0.5)
+
+
+def test_style_mixing_grid_keeps_the_row_and_column_images(stylegan2):
+    from medgan_core.sampling import style_mix
+
+    grid = style_mix(stylegan2, row_seeds=[0, 1], col_seeds=[5, 6, 7], cutoff=stylegan2.num_ws)
+    assert grid.shape == (3 * 4, 1, 32, 32)  # (1 + rows) x (1 + columns)
+    assert torch.equal(grid[0], torch.full_like(grid[0], -1.0))  # black corner
+    column_images = torch.cat([sample(stylegan2, 1, seed=seed) for seed in (5, 6, 7)])
+    torch.testing.assert_close(grid[1:4], column_images)  # the top row is the columns' own images
+    # cutoff = num_ws keeps every style of the row image: each mix equals its row image
+    torch.testing.assert_close(grid[5:8], grid[4:5].expand(3, -1, -1, -1))
+    torch.testing.assert_close(grid[9:12], grid[8:9].expand(3, -1, -1, -1))
+    # cutoff = 0 takes every style from the column: each mix equals its column image
+    grid = style_mix(stylegan2, row_seeds=[0], col_seeds=[5, 6], cutoff=0)
+    torch.testing.assert_close(grid[4:6], grid[1:3])
+    with pytest.raises(ValueError, match="cutoff must be in"):
+        style_mix(stylegan2, [0], [1], cutoff=stylegan2.num_ws + 1)
+
+
+def test_export_records_the_truncation(stylegan2, tmp_path):
+    out = export_dataset(stylegan2, tmp_path / "synthetic", 2, seed=0, truncation_psi=0.7, make_zip=False)
+    assert json.loads((out / "manifest.json").read_text())["truncation_psi"] == 0.7

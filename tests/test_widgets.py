@@ -99,3 +99,17 @@ def test_interpolation_explorer_for_an_unconditional_generator(unconditional, sp
     found = controls(explorers.interpolation_explorer(unconditional))
     assert set(found) == {"seed A", "seed B", "steps"}
     assert spy["plot_interpolation"][-1][0][4] is None  # no label
+
+
+def test_truncation_explorer_redraws_with_the_chosen_psi(spy):
+    from medgan_core.registry import build_model
+
+    G = build_model("cstylegan2", image_size=32, z_dim=8, w_dim=8, channel_base=128, channel_max=8,
+                    num_classes=3)[0].eval()
+    explorer = explorers.truncation_explorer(G, STAGES)
+    assert set(controls(explorer)) == {"psi", "seed", "images", "class"}
+    before = picture(explorer)
+    controls(explorer)["psi"].value = 0.0
+    assert picture(explorer) != before and spy["show_images"][-1][1]["title"].startswith("psi 0.00")
+    with pytest.raises(ValueError, match="needs a generator with a mapping network"):
+        explorers.truncation_explorer(build_model("dcgan", image_size=32, g_features=4, d_features=4)[0])

@@ -28,36 +28,20 @@ Departures from stylegan2-ada:
 - Style mixing is per batch, as in ada: with probability ``style_mixing_prob`` the whole batch switches to a
   second latent at one random layer; the second latent does not update ``w_avg``.
 
-Cost per image of one forward + backward at 64 px, 1 channel, batch 32, float32 on CPU, measured 2026-12-02 on the
-2-core build machine with 1 thread while other jobs shared it (load ~3; read the times as rough, the GFLOP as
-exact; a training step costs about 3x the forward GFLOP):
+Cost at 64 px, 1 channel (measured 2026-12-02 on the 2-core CPU build machine, torch 2.14; forward GFLOP per
+image counted by ``torch.utils.flop_counter``):
 
-    preset  G params  D params  G fwd+bwd fused / unfused  D fwd+bwd  forward GFLOP G / D
-    paper   22.2 M    23.4 M    2992 ms / 1901 ms          1430 ms    15.32 / 15.78
-    cpu      1.4 M     1.5 M     135 ms /  126 ms           115 ms     0.97 /  1.00
+    preset  G params  D params  forward GFLOP G / D  fit("stylegan2") training, batch 32
+    paper   22.2 M    23.4 M    15.3 / 15.8          ~0.15 img/s (bench_stylegan2.py --quick, 1 thread, shared CPU)
+    cpu      0.76 M    0.88 M    0.12 / 0.12         37.7 img/s (2 threads, idle machine; augment "none")
 
-A ``cpu`` step is ~16x cheaper than a ``paper`` step (GFLOP 15.8x; time 17.7x fused, 13.8x unfused). On CPU the
-unfused form trains faster at ``paper`` size (the fused one builds a (B, O, I, 3, 3) weight per layer); both
-compute the same function, so ``fused_modconv`` can be switched on a trained model; the default (None) trains
-unfused and samples fused, as stylegan2-ada does. Command (repository root)::
+A ``paper`` step costs ~130x the FLOPs of a ``cpu`` step: on a 2-core CPU the ``paper`` network sees ~500 images in an
+hour, the ``cpu`` one ~135,000. An intermediate width (channel_base 4096: 128 channels up to 32 px, 64 at 64 px)
+trained at 5.3 img/s. On CPU the unfused modulated conv trains faster than the fused one (the fused form builds a
+(B, O, I, 3, 3) weight per layer); both compute the same function, so ``fused_modconv`` can be switched on a
+trained model; the default (None) trains unfused and samples fused, as stylegan2-ada does. Training throughput::
 
-    .venv/bin/python - <<'EOF'
-    import time, torch; from torch.utils.flop_counter import FlopCounterMode
-    from medgan_core.models.stylegan2 import StyleGAN2Config, Generator, Discriminator, stylegan2_preset
-    torch.set_num_threads(1); torch.manual_seed(0)
-    def cost(net, inp):  # ms per image of forward + backward after a warm-up step; forward GFLOP per image
-        step = lambda: net(inp).square().mean().backward()
-        step(); start = time.perf_counter(); step(); ms = (time.perf_counter() - start) / len(inp) * 1e3
-        with FlopCounterMode(display=False) as counter: net(inp)
-        params = sum(p.numel() for p in net.parameters()) / 1e6
-        return f'{params:.1f} M params {ms:.0f} ms {counter.get_total_flops() / len(inp) / 1e9:.2f} GF'
-    for name in ('paper', 'cpu'):
-        for fused in (True, False):
-            cfg = StyleGAN2Config(**stylegan2_preset(name, 64), fused_modconv=fused)
-            G, D = Generator(cfg), Discriminator(cfg)
-            print(name, 'fused' if fused else 'unfused', 'G', cost(G, torch.randn(32, cfg.z_dim)), flush=True)
-        print(name, 'D', cost(D, torch.randn(32, 1, 64, 64)), flush=True)
-    EOF
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_stylegan2.py --parts train   # fit next to a plain loop
 """
 from __future__ import annotations
 
@@ -128,8 +112,8 @@ class ConditionalStyleGAN2Config(StyleGAN2Config):
 PRESETS: dict[str, dict] = {
     # stylegan2-ada `auto` below 512 px: channel_base 0.5 * 32768, mapping 2, minibatch-stddev group 4
     "paper": dict(z_dim=512, w_dim=512, mapping_layers=2, channel_base=16384, channel_max=512, mbstd_group=4),
-    # ~16x cheaper per step at 64 px (see the module docstring): 128 channels instead of 512, 64 at 64 px
-    "cpu": dict(z_dim=128, w_dim=128, mapping_layers=2, channel_base=4096, channel_max=128, mbstd_group=4),
+    # for 2-core CPUs and short runs: 128 channels at 4-8 px, halved at each doubling (16 at 64 px; see the docstring)
+    "cpu": dict(z_dim=128, w_dim=128, mapping_layers=2, channel_base=1024, channel_max=128, mbstd_group=4),
 }
 
 
