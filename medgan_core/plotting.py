@@ -62,8 +62,8 @@ def plot_losses(history: pd.DataFrame, smooth: int = 1, *, save_to: str | Path |
     """Training curves from ``fit``'s history: losses, D outputs and throughput against the step.
 
     Panels: ``d_loss``/``g_loss`` (and ``wasserstein`` when logged); ``d_real``/``d_fake``; the regularisers
-    (``r1``, ``pl_penalty``, ``gp``; lazy ones are logged only on their steps); ADA's ``aug_p``; ``img_per_s``: each
-    when logged.
+    (``r1``, ``pl_penalty``, ``gp``; lazy ones are logged only on their steps); ADA's ``aug_p`` when it moved;
+    ``img_per_s``: each when logged.
 
     Args:
         history: ``FitResult.history`` or ``pd.read_csv(run_dir / "history.csv")``.
@@ -89,7 +89,7 @@ def plot_losses(history: pd.DataFrame, smooth: int = 1, *, save_to: str | Path |
     regularisers = [c for c in ("r1", "pl_penalty", "gp") if c in frame.columns]
     if regularisers:
         panels.append(("regulariser", regularisers))
-    if "aug_p" in frame.columns:
+    if "aug_p" in frame.columns and frame["aug_p"].nunique() > 1:  # ADA's p moves; DiffAugment's is always 1
         panels.append(("augment p", ["aug_p"]))
     if "img_per_s" in frame.columns:
         panels.append(("images / s", ["img_per_s"]))
