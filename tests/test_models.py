@@ -78,7 +78,7 @@ def test_minibatch_stddev_feature_measures_batch_diversity():
     same = torch.ones(8, 3, 4, 4)
     out = layer(same)
     assert out.shape == (8, 4, 4, 4) and torch.allclose(out[:, 3], torch.full((8, 4, 4), 1e-4), atol=1e-4)
-    varied = torch.randn(6, 3, 4, 4) * 2  # group size falls back to gcd(6, 4) = 2
+    varied = torch.randn(6, 3, 4, 4) * 2  # groups of 3: the largest size up to 4 dividing 6
     assert layer(varied)[:, 3].mean() > 1.0
 
 

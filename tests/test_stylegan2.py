@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from medgan_core.models.stylegan2 import (PRESETS, ConditionalStyleGAN2Config, MinibatchStd, ModulatedConv2d,
+from medgan_core.models.stylegan2 import (PRESETS, ConditionalStyleGAN2Config, ModulatedConv2d,
                                           StyleGAN2Config, channels_at, recommended_train_settings,
                                           stylegan2_preset)
+from medgan_core.models.layers import MinibatchStdDev
 from medgan_core.config import to_dict
 from medgan_core.registry import build_model, get_model_spec, make_config
 from medgan_core.sampling import sample
@@ -228,7 +229,7 @@ def test_discriminator_accepts_channels_last_images():
 
 
 def test_minibatch_std_uses_the_largest_group_dividing_the_batch():
-    layer = MinibatchStd(group_size=4, num_channels=2)
+    layer = MinibatchStdDev(group_size=4, num_channels=2)
     out = layer(torch.ones(6, 4, 2, 2))  # groups of 3
     assert out.shape == (6, 6, 2, 2)
     torch.testing.assert_close(out[:, 4:], torch.full((6, 2, 2, 2), 1e-4), atol=1e-6, rtol=0)

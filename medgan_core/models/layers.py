@@ -137,21 +137,25 @@ class DCGANGenerator(nn.Module):
 
 
 class MinibatchStdDev(nn.Module):
-    """Append the mean standard deviation across groups of samples as one extra channel (ProGAN).
+    """Append the standard deviation across groups of samples as ``num_channels`` extra channels (ProGAN; StyleGAN2's
+    version splits the channels into ``num_channels`` groups, one feature each).
 
-    A discriminator that sees how varied a batch is can punish a generator that ignores its noise.
+    A discriminator that sees how varied a batch is can punish a generator that ignores its noise. The group is the
+    largest size up to ``group_size`` that divides the batch.
     """
 
-    def __init__(self, group_size: int = 4):
+    def __init__(self, group_size: int = 4, num_channels: int = 1):
         super().__init__()
         self.group_size = group_size
+        self.num_channels = num_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
-        group = math.gcd(batch, self.group_size)  # largest group size dividing the batch
-        grouped = x.float().view(group, -1, channels, height, width)  # (G, B/G, C, H, W)
-        std = grouped.var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))  # (B/G,)
-        feature = std.to(x.dtype).repeat(group).view(batch, 1, 1, 1).expand(batch, 1, height, width)
+        group = next(g for g in range(min(self.group_size, batch), 0, -1) if batch % g == 0)
+        features = self.num_channels
+        grouped = x.float().reshape(group, -1, features, channels // features, height, width)  # (G, B/G, F, C/F, H, W)
+        std = grouped.var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=(2, 3, 4))  # (B/G, F)
+        feature = std.to(x.dtype).repeat(group, 1).view(batch, features, 1, 1).expand(batch, features, height, width)
         return torch.cat([x, feature], dim=1)
 
 

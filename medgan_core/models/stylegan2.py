@@ -53,6 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import register_model
+from .layers import MinibatchStdDev
 
 VALID_SIZES = (32, 64, 128, 256)
 NOISE_MODES = ("auto", "random", "const", "none")
@@ -552,33 +553,6 @@ class Generator(nn.Module):
         return self.synthesis(ws, noise_mode)
 
 
-class MinibatchStd(nn.Module):
-    """Append ``num_channels`` features: the standard deviation over groups of samples, averaged per feature group.
-
-    ``layers.MinibatchStdDev`` has one feature; this is stylegan2-ada's version with ``num_channels``. The group is
-    the largest divisor of the batch up to ``group_size``.
-
-    Args:
-        group_size: samples per group.
-        num_channels: appended features (the channels are split into that many groups).
-    """
-
-    def __init__(self, group_size: int = 4, num_channels: int = 1):
-        super().__init__()
-        self.group_size = group_size
-        self.num_channels = num_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        group = next(g for g in range(min(self.group_size, batch), 0, -1) if batch % g == 0)
-        features = self.num_channels
-        y = x.float().reshape(group, -1, features, channels // features, height, width)  # (G, B/G, F, C/F, H, W)
-        y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()  # (B/G, F, C/F, H, W)
-        y = y.mean(dim=(2, 3, 4)).reshape(-1, features, 1, 1)  # (B/G, F, 1, 1)
-        y = y.repeat(group, 1, height, width).to(x.dtype)  # (B, F, H, W)
-        return torch.cat([x, y], dim=1)
-
-
 class DiscriminatorBlock(nn.Module):
     """Residual block: (B, I, R, R) -> (B, O, R/2, R/2) = (skip + conv1(conv0(x))) / sqrt(2)."""
 
@@ -613,7 +587,7 @@ class Discriminator(nn.Module):
         resolutions = [config.image_size // 2 ** i for i in range(config.image_size.bit_length() - 3)]  # S..8
         self.blocks = nn.Sequential(*(DiscriminatorBlock(channels_at(config, r), channels_at(config, r // 2),
                                                          config.resample_filter) for r in resolutions))
-        self.mbstd = MinibatchStd(config.mbstd_group, config.mbstd_channels)
+        self.mbstd = MinibatchStdDev(config.mbstd_group, config.mbstd_channels)
         self.conv = EqualConv2d(channels4 + config.mbstd_channels, channels4, 3, activation=True)
         self.fc = EqualLinear(channels4 * 16, channels4, activation=True)
         self.out = EqualLinear(channels4, self.cmap_dim or 1)
