@@ -26,9 +26,9 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import pandas as pd
 import torch
@@ -286,7 +286,7 @@ class TrainState:
     step: int = 0  # generator updates
     batches_seen: int = 0  # discriminator updates (one real batch each)
     images_seen: int = 0  # real images shown to D
-    modules: tuple[str, ...] = field(default=("G", "D", "G_ema", "augment"), repr=False)
+    modules: ClassVar[tuple[str, ...]] = ("G", "D", "G_ema", "augment")  # saved under these prefixes
 
     @classmethod
     def create(cls, recipe: Recipe) -> "TrainState":
