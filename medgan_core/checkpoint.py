@@ -147,6 +147,30 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path, json.loads(header["meta"]), tensors, int(header.get("format_version", 1)))
 
 
+def load_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint (or evaluator) file, reading only its header, not its tensors.
+
+    Args:
+        path: the ``.safetensors`` file.
+    Returns:
+        The ``meta`` dict that :func:`load_checkpoint` would give.
+    Raises:
+        CheckpointError: when the file is missing, cut short or not a MedGAN checkpoint.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            header_len = int.from_bytes(file.read(8), "little")
+            header = json.loads(file.read(header_len)).get("__metadata__", {})
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise UnreadableCheckpointError(f"{path} has no readable safetensors header ({error})") from None
+    if header.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path} is not a MedGAN checkpoint (format={header.get('format')!r})")
+    return json.loads(header["meta"])
+
+
 def _read_header(data: bytes) -> dict[str, str]:
     header_len = int.from_bytes(data[:8], "little")
     return json.loads(data[8:8 + header_len]).get("__metadata__", {})

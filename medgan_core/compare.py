@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .checkpoint import find_latest_checkpoint, load_generator
-from .data import ImageSet
+from .checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint_meta, load_generator
+from .data import ImageSet, describe_dataset, same_dataset
 from .evaluator import ClassificationReport, Evaluator, EvaluatorConfig, EvaluatorTrainConfig
 from .fileio import atomic_write_text
 from .hub import CONFIG_NAME, from_pretrained, load_config
@@ -43,6 +43,7 @@ class ModelEntry:
     source: str
     step: int | None = None  # generator steps trained (run folders only)
     history: pd.DataFrame | None = None  # history.csv of a run folder
+    dataset: dict = field(default_factory=dict)  # identity of its training data ({}: not recorded)
 
 
 def load_entry(source: str | Path, name: str | None = None, device: str | torch.device = "cpu") -> ModelEntry:
@@ -61,13 +62,15 @@ def load_entry(source: str | Path, name: str | None = None, device: str | torch.
         config = load_config(source)
         generator = from_pretrained(source, device=device)
         names = list(config.get("class_names") or []) if num_classes_of(generator) else []
-        return ModelEntry(name or str(source), config["model"], generator, names, str(source))
+        return ModelEntry(name or str(source), config["model"], generator, names, str(source),
+                          dataset=config.get("dataset") or {})
     generator, checkpoint = load_generator(path, device=device)
     run_dir = path if path.is_dir() else path.parent.parent
     history_path = run_dir / "history.csv"
     names = list(checkpoint.meta["data"]["class_names"]) if num_classes_of(generator) else []
     return ModelEntry(name or run_dir.name, checkpoint.meta["model"], generator, names, str(checkpoint.path),
-                      checkpoint.meta.get("step"), pd.read_csv(history_path) if history_path.is_file() else None)
+                      checkpoint.meta.get("step"), pd.read_csv(history_path) if history_path.is_file() else None,
+                      checkpoint.meta["data"].get("dataset") or {})
 
 
 def discover_runs(root: str | Path) -> list[Path]:
@@ -75,6 +78,42 @@ def discover_runs(root: str | Path) -> list[Path]:
     root = Path(root)
     candidates = [root, *root.glob("*"), *root.glob("*/*")]
     return sorted(p for p in candidates if p.is_dir() and find_latest_checkpoint(p / "checkpoints") is not None)
+
+
+def entries_for_dataset(entries: Sequence[ModelEntry], dataset: dict, *,
+                        explicit: bool) -> tuple[list[ModelEntry], list[str]]:
+    """Keep the models trained on ``dataset``: a model of other data would be scored in the wrong feature space.
+
+    Args:
+        entries: loaded models.
+        dataset: identity of the compared dataset (:func:`~medgan_core.data.identify_dataset`).
+        explicit: the caller named these models (``runs=[...]``) rather than having them discovered. Then a model
+            whose training data is not recorded (files from before it was) is kept with a note; discovered ones are
+            left out.
+    Returns:
+        ``(kept entries, notes naming each model left out or unchecked and why)``.
+    Raises:
+        ValueError: when a model named explicitly was trained on other data (the message names both datasets).
+    """
+    kept, notes = [], []
+    for entry in entries:
+        match = same_dataset(entry.dataset, dataset)
+        if match:
+            kept.append(entry)
+        elif match is False and explicit:
+            raise ValueError(f"{entry.name} was trained on {describe_dataset(entry.dataset)}, but this comparison is "
+                             f"on {describe_dataset(dataset)}; compare it on its own dataset, or leave it out")
+        elif match is False:
+            notes.append(f"left out {entry.name}: trained on {describe_dataset(entry.dataset)}, not on "
+                         f"{describe_dataset(dataset)}")
+        elif explicit:
+            kept.append(entry)
+            notes.append(f"{entry.name} records no training-data identity (saved before medgan_core recorded it); "
+                         f"compared because it was named explicitly: make sure it was trained on {dataset['name']}")
+        else:
+            notes.append(f"left out {entry.name}: it records no training-data identity (saved before medgan_core "
+                         "recorded it); name it in runs=[...] to compare it anyway")
+    return kept, notes
 
 
 def comparable_entries(entries: Sequence[ModelEntry], image_size: int | None = None,
@@ -88,7 +127,7 @@ def comparable_entries(entries: Sequence[ModelEntry], image_size: int | None = N
     Returns:
         ``(kept entries, notes naming each model left out and why)``.
     """
-    shapes = [(e.generator.config.image_size, e.generator.config.channels) for e in entries]
+    shapes = [(e.generator.output_shape[-1], e.generator.output_shape[0]) for e in entries]
     if not shapes:
         return [], []
     common_size = image_size or max(dict.fromkeys(s for s, _ in shapes), key=[s for s, _ in shapes].count)
@@ -103,10 +142,58 @@ def comparable_entries(entries: Sequence[ModelEntry], image_size: int | None = N
     return kept, notes
 
 
-def find_evaluator(root: str | Path) -> Path | None:
-    """The newest ``evaluator.safetensors`` under ``root`` (e.g. ``runs/<timestamp>/00_vit_evaluator/``), or None."""
-    found = sorted(Path(root).glob("**/evaluator.safetensors"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+def find_evaluator(root: str | Path, dataset: dict) -> Path | None:
+    """The newest ``evaluator.safetensors`` under ``root`` that was trained or tested on ``dataset``.
+
+    Evaluators of other data (e.g. one trained on the demo set, which shares the tumour set's class names) and
+    files that record no dataset are skipped, with one warning naming them.
+
+    Args:
+        root: folder searched recursively (e.g. ``runs/``, holding ``<timestamp>/00_vit_evaluator/``).
+        dataset: identity of the compared dataset (:func:`~medgan_core.data.identify_dataset`).
+    Returns:
+        The file, or None when no evaluator of this dataset is there.
+    """
+    found = sorted(Path(root).glob("**/evaluator.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+    skipped = []
+    for path in found:
+        try:
+            datasets = load_checkpoint_meta(path).get("datasets") or {}
+        except CheckpointError as error:
+            skipped.append(f"{path} (unreadable: {error})")
+            continue
+        if any(same_dataset(identity, dataset) for identity in datasets.values()):
+            return path
+        described = "; ".join(f"{role}: {describe_dataset(identity)}" for role, identity in datasets.items()
+                              if identity) or "no dataset recorded"
+        skipped.append(f"{path} ({described})")
+    if skipped:
+        warnings.warn(f"no evaluator of {describe_dataset(dataset)} under {root}; skipped " + ", ".join(skipped),
+                      stacklevel=2)
+    return None
+
+
+def check_evaluator(evaluator: Evaluator, dataset: dict) -> str | None:
+    """Refuse an evaluator trained and tested on other data than the compared dataset.
+
+    Args:
+        evaluator: the evaluator to score with.
+        dataset: identity of the compared dataset.
+    Returns:
+        None when it matches; a note when the evaluator records no dataset (older files), to print and keep.
+    Raises:
+        ValueError: when its training and test data are both other datasets (the message names them all).
+    """
+    serves = evaluator.serves(dataset)
+    if serves:
+        return None
+    if serves is None:
+        return ("the evaluator records no dataset identity (saved before medgan_core recorded it): make sure it was "
+                f"trained on {dataset['name']}")
+    trained_on = "; ".join(f"{role}: {describe_dataset(identity)}" for role, identity in evaluator.datasets.items())
+    raise ValueError(f"the evaluator was trained/tested on other data ({trained_on}), not on "
+                     f"{describe_dataset(dataset)}; its features would score this dataset in the wrong space. Train "
+                     "one on this dataset (notebooks/00_vit_evaluator.ipynb with dataset= or test_dataset= set to it)")
 
 
 def generation_speed(generator: nn.Module, n: int = 256, batch_size: int = 64) -> float:
@@ -196,11 +283,11 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
         raise ValueError("pass at least one feature extractor (e.g. get_extractor('inception'))")
     say = progress or (lambda line: None)
     for entry in entries:
-        config = entry.generator.config
-        if (config.image_size, config.channels) != (real_test.image_size, real_test.channels):
-            raise ValueError(f"{entry.name} generates {config.channels}x{config.image_size} px images but the test data "
+        channels, size, _ = entry.generator.output_shape
+        if (size, channels) != (real_test.image_size, real_test.channels):
+            raise ValueError(f"{entry.name} generates {channels}x{size} px images but the test data "
                              f"is {real_test.channels}x{real_test.image_size} px; load the data with "
-                             f"image_size={config.image_size}, channels={config.channels}, or compare models of one size")
+                             f"image_size={size}, channels={channels}, or compare models of one size")
     audit_extractor = memorization_extractor or extractors[0]
     real = {ex.name: (cached_features(ex, real_train, cache_dir), cached_features(ex, real_test, cache_dir))
             for ex in extractors}

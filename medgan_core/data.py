@@ -82,6 +82,7 @@ class ImageSet:
     cache_key: str = ""
     skipped: list[str] = field(default_factory=list)  # files that could not be decoded
     files: list[str] = field(default_factory=list)  # one per image, same order as images
+    dataset: dict = field(default_factory=dict)  # identity of the whole dataset (see dataset_identity); {}: unknown
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -122,7 +123,8 @@ class ImageSet:
         digest = hashlib.sha256(index.numpy().tobytes()).hexdigest()[:12]
         files = [self.files[i] for i in index.tolist()] if self.files else []
         return ImageSet(self.images[index], self.labels[index], list(self.class_names), self.source,
-                        split or self.split, f"{self.cache_key}:{split or self.split}:{digest}", [], files)
+                        split or self.split, f"{self.cache_key}:{split or self.split}:{digest}", [], files,
+                        dict(self.dataset))
 
     def stratified_split(self, fraction: float, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
         """Split off ``fraction`` of every class (at least one image of each class with two or more).
@@ -256,6 +258,7 @@ class _Layout:
     class_files: dict[str, list[Path]]  # class name -> sorted image files
     class_names: list[str]  # labels are indices here; the union over all split folders
     carve_split: bool  # no split folders: hold out test_fraction of each class
+    root: Path  # the dataset folder holding every split (wrapper folders removed)
 
 
 def _list_folder(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -339,7 +342,7 @@ def _scan_layout(root: Path, split: str) -> _Layout:
             split_dirs[name] = subdir
     if not split_dirs:
         classes = _class_files(root)
-        return _Layout(root, classes, sorted(classes), carve_split=True)
+        return _Layout(root, classes, sorted(classes), carve_split=True, root=root)
     if split not in split_dirs:
         present = ", ".join(d.name for d in split_dirs.values())
         raise DatasetLayoutError(
@@ -350,7 +353,7 @@ def _scan_layout(root: Path, split: str) -> _Layout:
     classes = _class_files(folder)
     # labels must mean the same class in every split, even if a split lacks a class
     names = set(classes).union(*(_class_files(_unwrap(d), strict=False) for d in split_dirs.values()))
-    return _Layout(folder, classes, sorted(names), carve_split=False)
+    return _Layout(folder, classes, sorted(names), carve_split=False, root=root)
 
 
 def _select_files(layout: _Layout, config: DataConfig) -> list[tuple[Path, int]]:
@@ -369,6 +372,61 @@ def _select_files(layout: _Layout, config: DataConfig) -> list[tuple[Path, int]]
             shuffled = shuffled[:n_test] if config.split == "test" else shuffled[n_test:]
         chosen += [(path, label) for path in sorted(shuffled[:config.max_per_class])]
     return chosen
+
+
+# ----------------------------------------------------------------------------------------------------- identity
+
+def dataset_identity(root: str | os.PathLike, class_names: Sequence[str]) -> dict:
+    """What a dataset is, independent of where it lies: a fingerprint of its image files and classes.
+
+    Runs, evaluators and exports record it, so a comparison can refuse a model or an evaluator trained on other data
+    (e.g. the demo set, which shares the tumour set's class names). Every image file under ``root`` counts, with
+    its path relative to ``root`` and its size in bytes (not its time stamps: a copy on another machine matches).
+
+    Args:
+        root: the dataset folder holding every split (``Training``/``Testing`` or the class folders).
+        class_names: the dataset's classes, in label order.
+    Returns:
+        ``{"name": folder name, "fingerprint": 16 hex digits, "num_files": image files, "class_names": [...]}``.
+    """
+    root = Path(root)
+    files = []
+    for folder, subdirs, names in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and d not in _IGNORED_FOLDERS)
+        for name in sorted(names):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                path = Path(folder, name)
+                files.append([path.relative_to(root).as_posix(), path.stat().st_size])
+    digest = hashlib.sha256(json.dumps({"files": files, "class_names": list(class_names)}).encode()).hexdigest()
+    return {"name": root.name, "fingerprint": digest[:16], "num_files": len(files), "class_names": list(class_names)}
+
+
+def identify_dataset(spec: str, cache_dir: str | os.PathLike | None = None, *, seed: int = 0) -> dict:
+    """The :func:`dataset_identity` of a dataset spec (``"demo"``, ``"kaggle:..."`` or a folder), without decoding.
+
+    Args:
+        spec: as for :func:`resolve_dataset`.
+        cache_dir: as for :func:`resolve_dataset`.
+        seed: seed of the demo set.
+    Returns:
+        The identity that :func:`load_images` gives every split of this dataset.
+    """
+    layout = _scan_layout(resolve_dataset(spec, resolve_cache_dir(cache_dir), seed=seed), "train")
+    return dataset_identity(layout.root, layout.class_names)
+
+
+def describe_dataset(identity: dict | None) -> str:
+    """One line naming a dataset identity for messages: ``name (N image files, fingerprint ...)``."""
+    if not identity:
+        return "an unrecorded dataset"
+    return f"{identity['name']} ({identity['num_files']} image files, fingerprint {identity['fingerprint']})"
+
+
+def same_dataset(a: dict | None, b: dict | None) -> bool | None:
+    """True/False when both identities are known and (do not) match; None when either is unknown."""
+    if not a or not b:
+        return None
+    return a["fingerprint"] == b["fingerprint"]
 
 
 # ------------------------------------------------------------------------------------------------------- decode
@@ -513,7 +571,8 @@ def load_images(config: DataConfig) -> ImageSet:
                       UnreadableImageWarning, stacklevel=2)
     return ImageSet(images=tensors["images"], labels=tensors["labels"], class_names=layout.class_names,
                     source=str(layout.folder), split=config.split, cache_key=key,
-                    skipped=[name for name, _ in skipped], files=metadata["files"])
+                    skipped=[name for name, _ in skipped], files=metadata["files"],
+                    dataset=dataset_identity(layout.root, layout.class_names))
 
 
 def _check_config(config: DataConfig) -> None:

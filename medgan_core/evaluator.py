@@ -27,7 +27,7 @@ from safetensors.torch import load_file as load_safetensors_file
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, state_dict_sha256
 from .config import from_dict, json_ready, to_dict
-from .data import BatchStream, ImageSet, to_float
+from .data import BatchStream, ImageSet, same_dataset, to_float
 from .fileio import atomic_write_text, file_sha256
 from .train import resolve_device
 
@@ -282,6 +282,33 @@ class Evaluator:
         """Predicted labels (N,) int64."""
         return self.logits(images, batch_size).argmax(dim=1)
 
+    @property
+    def datasets(self) -> dict[str, dict]:
+        """Identities of the data it was trained (``train``) and tested (``test``) on; empty for older files."""
+        return {role: identity for role, identity in self.meta.get("datasets", {}).items() if identity}
+
+    def serves(self, dataset: dict) -> bool | None:
+        """Whether it was trained or tested on ``dataset`` (a :func:`~medgan_core.data.dataset_identity`).
+
+        Returns:
+            True or False; None when the evaluator records no dataset identity (files from before it was recorded).
+        """
+        known = [same_dataset(identity, dataset) for identity in self.datasets.values()]
+        known = [match for match in known if match is not None]
+        return any(known) if known else None
+
+    def record_test(self, report: "ClassificationReport", test: ImageSet, **details: Any) -> None:
+        """Keep the test report and the test data's identity in the metadata (saved with :meth:`save`).
+
+        Args:
+            report: from :func:`evaluate_classifier`.
+            test: the real test images it was computed on.
+            **details: more JSON-ready facts about the test (e.g. the near-duplicate check).
+        """
+        self.meta["test_report"] = report.as_dict()
+        self.meta["datasets"] = {**self.meta.get("datasets", {}), "test": test.dataset}
+        self.meta.update(details)
+
     def to(self, device: str | torch.device) -> "Evaluator":
         """Move the classifier (e.g. to CUDA for fast feature extraction); returns self."""
         self.classifier.to(device)
@@ -457,7 +484,7 @@ def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
     if run_path is not None:
         run_path.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"init": init, "train_config": to_dict(train_config), "data": data_description or {},
-                            "n_train": len(train), "n_val": len(val), "train_class_counts": train.class_counts()}
+                            "datasets": {"train": train.dataset}, "n_train": len(train), "n_val": len(val), "train_class_counts": train.class_counts()}
     history: list[dict[str, Any]] = []
     best_accuracy, best_loss, best_state, best_epoch = -1.0, math.inf, None, -1
     started = time.perf_counter()

@@ -59,7 +59,7 @@ class HubUnreachableError(ConnectionError):
 
 def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str,
                     class_names: Sequence[str] | None = None, training_data: str | None = None,
-                    metrics: dict[str, float] | None = None, sample_grid: bool = True,
+                    dataset: dict | None = None, metrics: dict[str, float] | None = None, sample_grid: bool = True,
                     extra: dict[str, Any] | None = None, repo_id: str | None = None, license: str = "mit") -> Path:
     """Write a generator as a pretrained folder: config.json, model.safetensors, samples.png and README.md.
 
@@ -70,6 +70,7 @@ def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str
         class_names: the training data's class names in label order. For a conditional generator they name its
             labels (one per class); for an unconditional one they only describe the pooled training data.
         training_data: name of the training set, shown in the card (``"kaggle:brain-tumor-mri"``).
+        dataset: the training data's identity (``ImageSet.dataset``), so comparisons can check what it was trained on.
         metrics: metric name -> value actually computed for this generator (``{"fid": 41.3}``); the card
             says "no metrics computed yet" when empty.
         sample_grid: render ``samples.png`` (seed :data:`SAMPLE_SEED`, one row per class when conditional).
@@ -94,9 +95,10 @@ def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str
     folder = Path(folder)
     config = {
         "medgan_format": FORMAT_VERSION, "model": model_name, "model_config": to_dict(generator.config),
+        "output_shape": list(generator.output_shape),  # (C, H, W): a growing model's trained stage, not the target
         "class_names": names if num_classes else [],  # label names: what explorers and sample(labels=...) use
-        "training_classes": names, "training_data": training_data, "metrics": metrics, "extra": extra or {},
-        "medgan_core_version": __version__,
+        "training_classes": names, "training_data": training_data, "dataset": dataset or {}, "metrics": metrics,
+        "extra": extra or {}, "medgan_core_version": __version__,
     }
     atomic_write_json(folder / CONFIG_NAME, config)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in generator.state_dict().items()}
@@ -220,6 +222,7 @@ def push_checkpoint_to_hub(checkpoint_path: str | Path, repo_id: str, *, use_ema
     model_name = meta["model"]
     kwargs.setdefault("class_names", meta["data"]["class_names"])
     kwargs.setdefault("training_data", _dataset_name(meta))
+    kwargs.setdefault("dataset", meta["data"].get("dataset"))
     kwargs.setdefault("extra", {"checkpoint": checkpoint.path.name, "step": meta.get("step"), "use_ema": use_ema})
     return push_to_hub(generator, repo_id, model_name=model_name, **kwargs)
 
@@ -281,12 +284,20 @@ def _classes_note(config: dict[str, Any], num_classes: int) -> str:
     return f"\n\nClasses: {', '.join(config['training_classes'])}{pooled}."
 
 
+def _fingerprint_note(config: dict[str, Any]) -> str:
+    """The training data's fingerprint for the card, when recorded (comparisons check it)."""
+    identity = config.get("dataset")
+    if not identity:
+        return ""
+    return f"\n\nData fingerprint: `{identity['fingerprint']}` ({identity['num_files']} image files)."
+
+
 def _model_card(config: dict[str, Any], description: str, has_samples: bool, repo_id: str | None,
                 license: str) -> str:
     """The README.md model card (Hugging Face front matter + markdown) for a saved ``config``."""
     model, model_config, names = config["model"], config["model_config"], config["class_names"]
     num_classes = int(model_config.get("num_classes", 0))
-    size, channels = model_config["image_size"], model_config["channels"]
+    channels, size, _ = config["output_shape"]
     tags = "".join(f"- {tag}\n" for tag in (*TAGS, model))
     if num_classes:
         classes = ", ".join(f"{index} = {name}" for index, name in enumerate(names)) or f"{num_classes} (unnamed)"
@@ -311,7 +322,8 @@ def _model_card(config: dict[str, Any], description: str, has_samples: bool, rep
         f"from a standard normal latent of size {model_config['z_dim']}; it is {kind}.\n\n"
         "> **Not for clinical use.** Synthetic images for research and education only; see *Intended use and "
         "limitations* below.\n\n"
-        f"## Training data\n\n{config['training_data'] or 'Not recorded.'}{_classes_note(config, num_classes)}\n\n"
+        f"## Training data\n\n{config['training_data'] or 'Not recorded.'}{_classes_note(config, num_classes)}"
+        f"{_fingerprint_note(config)}\n\n"
         f"## Metrics\n\n{metrics}\n"
         f"{samples}"
         "## Usage\n\n```python\nfrom medgan_core.hub import from_pretrained\nfrom medgan_core.sampling import "

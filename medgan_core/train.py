@@ -478,7 +478,9 @@ class RunLogger:
 
     def _rewrite(self) -> None:
         atomic_write_text(self.jsonl_path, "".join(json.dumps(row) + "\n" for row in self.rows))
-        atomic_write_text(self.csv_path, pd.DataFrame(self.rows).to_csv(index=False) if self.rows else "")
+        table = pd.DataFrame(self.rows)
+        self.csv_columns = list(table.columns)  # rows appended later follow this order, whatever their key order
+        atomic_write_text(self.csv_path, table.to_csv(index=False) if self.rows else "")
 
     def out_of_time(self) -> bool:
         """True once the run has used its ``max_minutes``."""
@@ -513,8 +515,8 @@ class RunLogger:
         else:
             with self.jsonl_path.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
-            with self.csv_path.open("a") as handle:
-                handle.write(pd.DataFrame([row]).to_csv(index=False, header=False))
+            with self.csv_path.open("a") as handle:  # in the header's column order: a window's key order varies
+                handle.write(pd.DataFrame([row], columns=self.csv_columns).to_csv(index=False, header=False))
         self.progress.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", ips=f"{row['img_per_s']:.0f}")
         self._new_window()
 
@@ -620,7 +622,7 @@ def _describe_run(recipe: Recipe, data: ImageSet, data_config: DataConfig | None
     return {"model": recipe.model, "model_config": to_dict(recipe.config), "train_config": to_dict(recipe.train),
             "loss_options": recipe.loss_options, "data_config": to_dict(data_config) if data_config else None,
             "data": {"source": data.source, "split": data.split, "cache_key": data.cache_key,
-                     "class_names": list(data.class_names), "num_images": len(data)}}
+                     "class_names": list(data.class_names), "num_images": len(data), "dataset": data.dataset}}
 
 
 def _check_same_model(checkpoint: Checkpoint, model: str, config: Any) -> None:

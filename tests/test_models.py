@@ -22,11 +22,25 @@ def test_generator_and_discriminator_shapes(name, image_size, channels):
     labels = torch.tensor([0, 1, 0]) if conditional else None
     z = torch.randn(3, config.z_dim)
     images = G(z, labels)
-    assert images.shape == (3, channels, image_size, image_size)
+    assert images.shape == (3, channels, image_size, image_size) and G.output_shape == images.shape[1:]
     assert images.min() >= -1 and images.max() <= 1  # tanh output
     logits = D(images, labels)
     assert logits.shape == (3,)
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_generator_states_the_shape_it_generates(name):
+    """Exports, Hub cards and comparisons read output_shape, so every registered generator must have it right."""
+    conditional = get_model_spec(name).conditional
+    small = {field.name: value for field, value in [(f, {"g_features": 8, "d_features": 8, "base_features": 16,
+                                                        "channel_base": 256, "channel_max": 16}.get(f.name))
+                                                    for f in dataclasses.fields(get_model_spec(name).config_cls)]
+             if value is not None}
+    G, _, config = build_model(name, image_size=32, channels=3, **small, **({"num_classes": 2} if conditional else {}))
+    with torch.no_grad():
+        images = G(torch.randn(2, config.z_dim), torch.tensor([0, 1]) if conditional else None)
+    assert G.output_shape == images.shape[1:] == (3, 32, 32)
 
 
 def test_default_dcgan_is_the_classic_64px_architecture():
@@ -108,7 +122,7 @@ def test_progan_shapes_at_every_stage_and_alpha(image_size):
             G.set_growth(stage, alpha)
             D.set_growth(stage, alpha)
             images = G(torch.randn(4, config.z_dim))
-            assert images.shape == (4, 1, 4 * 2 ** stage, 4 * 2 ** stage)
+            assert images.shape == (4, 1, 4 * 2 ** stage, 4 * 2 ** stage) and G.output_shape == images.shape[1:]
             scores = D(images)
             assert scores.shape == (4,) and torch.isfinite(scores).all()
 

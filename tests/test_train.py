@@ -1,4 +1,5 @@
 """The training loop: exact resume after SIGKILL, budget, non-finite stop, logs, checkpoints."""
+import json
 import math
 import os
 import signal
@@ -246,6 +247,18 @@ def test_resume_with_another_augmentation_is_refused(tmp_path):
     fit("dcgan", data, tiny_train_config(1, 1, augment="ada"), tmp_path, model_config=TINY_MODEL)
     with pytest.raises(CheckpointError, match="trained with augment='ada', not 'none'.*ADA p"):
         fit("dcgan", data, tiny_train_config(2, 1), tmp_path, model_config=TINY_MODEL)
+
+
+def test_history_csv_columns_hold_their_own_values_when_a_window_reports_keys_in_another_order(tmp_path):
+    """Steps 1-3 report r1 after g_loss (first at step 2), steps 4-6 before it (step 4 is an R1 step): same columns,
+    another order. history.csv once appended such rows in their own order, under the header of the first."""
+    train = tiny_train_config(6, 6, log_every=3, **MODEL_TRAIN["stylegan2"])
+    fit("stylegan2", tiny_image_set(), train, tmp_path, model_config=MODEL_CONFIG["stylegan2"])
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert list(rows[0]).index("r1") > list(rows[0]).index("g_loss") > list(rows[1]).index("r1")  # the premise
+    history = pd.read_csv(tmp_path / "history.csv")
+    for key in rows[0]:
+        assert history[key].tolist() == pytest.approx([row[key] for row in rows]), key
 
 
 def test_stylegan2_lazy_regularisers_run_on_their_intervals_and_are_logged(tmp_path):

@@ -132,6 +132,11 @@ class DCGANGenerator(nn.Module):
         self.apply(dcgan_init_)
         self.latent.reset_parameters()
 
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images it generates."""
+        return self.config.channels, self.config.image_size, self.config.image_size
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(self.latent(z, labels))  # (B, z_dim [+ embed_dim], 1, 1) -> (B, C, S, S)
 

@@ -109,6 +109,13 @@ class Generator(_Growing):
             for w_in, w_out in zip(widths[:-1], widths[1:]))
         self.to_image = nn.ModuleList(WSConv2d(w, config.channels, kernel_size=1) for w in widths)
 
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images it generates now: the current stage's resolution (a run stopped early by its
+        time budget generates below ``config.image_size``)."""
+        side = 4 * 2 ** self._stage
+        return self.config.channels, side, side
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = self.first(self.project(self.initial(z)))  # (B, w0, 4, 4)
         previous = x

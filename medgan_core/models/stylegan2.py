@@ -481,6 +481,11 @@ class Generator(nn.Module):
         if self.num_classes:
             self.register_buffer("w_avg_class", torch.zeros(self.num_classes, config.w_dim))  # one per class
 
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images it generates."""
+        return self.config.channels, self.config.image_size, self.config.image_size
+
     def mapping(self, z: torch.Tensor, labels: torch.Tensor | None = None, truncation_psi: float = 1.0, *,
                 update_w_avg: bool = True) -> torch.Tensor:
         """Map latents to styles; in training mode also update the running average(s) of w.
