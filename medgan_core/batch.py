@@ -8,6 +8,9 @@ Examples::
     python -m medgan_core.batch compare --dataset ../shared/data/brain_tumor_mri_small -p max_minutes=10
                                                            # evaluator + every model, then the leaderboard
     python -m medgan_core.batch list                       # the named profiles
+    medgan sample runs/<stamp>/01_dcgan -n 64 --out grid.png   # use a trained generator (see medgan_core.cli)
+    medgan export runs/<stamp>/02_conditional_dcgan --per-class 500 --out synthetic/
+    medgan info runs/<stamp>/01_dcgan
 
 Each job writes its executed notebook and the run's outputs (samples, history.csv, checkpoints,
 exports) under ``<out>/<job name>/``; ``<out>/summary.csv`` lists what ran, how long, and where.
@@ -26,6 +29,8 @@ from typing import Any
 
 import pandas as pd
 
+from .cli import add_commands
+from .cli import run as run_command
 from .fileio import atomic_write_text
 from .registry import list_models
 from .runtime import output_root
@@ -265,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
                          help="parameter for the comparison notebook only, key=value")
     compare.add_argument("--out", help="output folder (default: runs/<timestamp>)")
     sub.add_parser("list", help="list the profiles")
+    add_commands(sub)
     args = parser.parse_args(argv)
+    if hasattr(args, "handler"):  # sample / export / info
+        return run_command(args)
 
     if args.command == "list":
         for name, jobs in PROFILES.items():

@@ -65,6 +65,10 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: weights {prefix!r} do not fit the model "
                                   f"({self.meta.get('model')!r}): {error}") from None
 
+    def generator_prefix(self, use_ema: bool = True) -> str:
+        """``"G_ema"`` when asked for and stored, else ``"G"``: the generator weights a loader uses."""
+        return "G_ema" if use_ema and any(name.startswith("G_ema.") for name in self.tensors) else "G"
+
     def load_optimizer(self, prefix: str, optimizer: torch.optim.Optimizer) -> None:
         """Restore an optimizer saved by :func:`optimizer_tensors` / :func:`optimizer_meta`."""
         saved = self.meta["optimizers"][prefix]
@@ -237,9 +241,10 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}.safetensors"
 
 
-def load_generator(path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu",
-                   expected_model: str | None = None) -> tuple[nn.Module, Checkpoint]:
-    """Rebuild a trained generator from a checkpoint file alone.
+def generator_from_checkpoint(path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu",
+                              expected_model: str | None = None) -> tuple[nn.Module, Checkpoint]:
+    """Rebuild a trained generator from a checkpoint file alone (users call :func:`medgan_core.load_generator`,
+    which also reads pretrained folders and Hub ids and attaches what the generator is).
 
     Args:
         path: a checkpoint file, or a run folder (its latest checkpoint is used).
@@ -267,6 +272,5 @@ def load_generator(path: str | Path, *, use_ema: bool = True, device: str | torc
         generator, _, _ = build_model(model_name, checkpoint.meta["model_config"])
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path} cannot be rebuilt: {error}") from None
-    prefix = "G_ema" if use_ema and checkpoint.state_dict("G_ema") else "G"
-    checkpoint.load_module(prefix, generator)
+    checkpoint.load_module(checkpoint.generator_prefix(use_ema), generator)
     return generator.to(device, memory_format=torch.channels_last).eval(), checkpoint  # ~1.4x faster sampling

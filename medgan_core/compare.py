@@ -18,11 +18,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint_meta, load_generator
+from .checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint_meta
 from .data import ImageSet, describe_dataset, same_dataset
 from .evaluator import ClassificationReport, Evaluator, EvaluatorConfig, EvaluatorTrainConfig
 from .fileio import atomic_write_text
-from .hub import CONFIG_NAME, from_pretrained, load_config
+from .loading import load_generator
 from .metrics.distribution import Score, distribution_panel, per_class_panel
 from .metrics.extractors import FeatureExtractor, cached_features, extract_features
 from .metrics.memorization import MemorizationReport, memorization_audit
@@ -57,20 +57,15 @@ def load_entry(source: str | Path, name: str | None = None, device: str | torch.
     Returns:
         The :class:`ModelEntry` (EMA weights when the checkpoint has them).
     """
-    path = Path(source)
-    if path.is_dir() and (path / CONFIG_NAME).is_file() or not path.exists():
-        config = load_config(source)
-        generator = from_pretrained(source, device=device)
-        names = list(config.get("class_names") or []) if num_classes_of(generator) else []
-        return ModelEntry(name or str(source), config["model"], generator, names, str(source),
-                          dataset=config.get("dataset") or {})
-    generator, checkpoint = load_generator(path, device=device)
-    run_dir = path if path.is_dir() else path.parent.parent
+    generator = load_generator(source, device=device)
+    info = generator.info
+    if info.kind != "checkpoint":
+        return ModelEntry(name or str(source), info.model, generator, list(info.class_names), info.source,
+                          dataset=info.dataset)
+    run_dir = Path(info.source).parent.parent
     history_path = run_dir / "history.csv"
-    names = list(checkpoint.meta["data"]["class_names"]) if num_classes_of(generator) else []
-    return ModelEntry(name or run_dir.name, checkpoint.meta["model"], generator, names, str(checkpoint.path),
-                      checkpoint.meta.get("step"), pd.read_csv(history_path) if history_path.is_file() else None,
-                      checkpoint.meta["data"].get("dataset") or {})
+    return ModelEntry(name or run_dir.name, info.model, generator, list(info.class_names), info.source, info.step,
+                      pd.read_csv(history_path) if history_path.is_file() else None, info.dataset)
 
 
 def discover_runs(root: str | Path) -> list[Path]:

@@ -26,9 +26,10 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors_bytes
 
 from . import __version__
-from .checkpoint import load_generator
+from .checkpoint import generator_from_checkpoint
 from .config import to_dict
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .loading import dataset_name
 from .registry import build_model, get_model_spec, list_models
 from .sampling import class_names_for, fixed_labels, num_classes_of, sample, save_grid
 
@@ -217,23 +218,14 @@ def push_checkpoint_to_hub(checkpoint_path: str | Path, repo_id: str, *, use_ema
     Returns:
         The repo URL.
     """
-    generator, checkpoint = load_generator(checkpoint_path, use_ema=use_ema)
+    generator, checkpoint = generator_from_checkpoint(checkpoint_path, use_ema=use_ema)
     meta = checkpoint.meta
     model_name = meta["model"]
     kwargs.setdefault("class_names", meta["data"]["class_names"])
-    kwargs.setdefault("training_data", _dataset_name(meta))
+    kwargs.setdefault("training_data", dataset_name(meta))
     kwargs.setdefault("dataset", meta["data"].get("dataset"))
     kwargs.setdefault("extra", {"checkpoint": checkpoint.path.name, "step": meta.get("step"), "use_ema": use_ema})
     return push_to_hub(generator, repo_id, model_name=model_name, **kwargs)
-
-
-def _dataset_name(meta: dict[str, Any]) -> str | None:
-    """The training set's public name: the dataset spec (``"demo"``, ``"kaggle:..."``) or a folder's name only,
-    so a card never shows local paths."""
-    spec = (meta.get("data_config") or {}).get("dataset") or (meta.get("data") or {}).get("source")
-    if not spec:
-        return None
-    return spec if spec == "demo" or spec.startswith("kaggle:") else Path(spec).name
 
 
 def _resolve_folder(repo_id_or_path: str | Path, revision: str | None, files: list[str]) -> Path:

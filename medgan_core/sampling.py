@@ -8,7 +8,7 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,8 @@ def num_classes_of(generator: nn.Module) -> int:
 
 
 def class_names_for(generator: nn.Module, class_names: Sequence[str] | None = None) -> list[str]:
-    """Display names of a generator's classes: ``class_names`` checked against it, or ``class 0``, ``class 1``...
+    """Display names of a generator's classes: ``class_names`` checked against it, else the names it was loaded with
+    (``generator.info``, see :func:`medgan_core.load_generator`), else ``class 0``, ``class 1``...
 
     Args:
         generator: a medgan generator.
@@ -48,7 +49,8 @@ def class_names_for(generator: nn.Module, class_names: Sequence[str] | None = No
     """
     num_classes = num_classes_of(generator)
     if class_names is None:
-        return [f"class {k}" for k in range(num_classes)]
+        stored = getattr(getattr(generator, "info", None), "class_names", ())
+        return list(stored) if stored else [f"class {k}" for k in range(num_classes)]
     names = [str(name) for name in class_names]
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for a generator with {num_classes} classes")
@@ -59,12 +61,27 @@ def _model_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def resolve_labels(generator: nn.Module, n: int, labels: int | Sequence[int] | torch.Tensor | None) -> torch.Tensor | None:
-    """Labels for ``n`` samples: ``None`` for unconditional models; for conditional ones an int (one class),
-    a sequence of length n, or ``None`` (classes in equal blocks).
+def class_index(generator: nn.Module, name: str) -> int:
+    """The label of class ``name`` (see :func:`class_names_for`).
 
     Raises:
-        ValueError: for labels given to an unconditional model, or out-of-range classes.
+        ValueError: for an unconditional generator or an unknown name (the message lists the valid ones).
+    """
+    names = class_names_for(generator)
+    if not names:
+        raise ValueError(f"this generator is unconditional: it has no class {name!r}")
+    if name not in names:
+        raise ValueError(f"unknown class {name!r}; this generator's classes are {names}")
+    return names.index(name)
+
+
+def resolve_labels(generator: nn.Module, n: int,
+                   labels: int | str | Sequence[int | str] | torch.Tensor | None) -> torch.Tensor | None:
+    """Labels for ``n`` samples: ``None`` for unconditional models; for conditional ones an int or a class name
+    (one class), a sequence of length n (ints or names), or ``None`` (classes in equal blocks).
+
+    Raises:
+        ValueError: for labels given to an unconditional model, unknown class names or out-of-range classes.
     """
     num_classes = num_classes_of(generator)
     if num_classes == 0:
@@ -73,6 +90,10 @@ def resolve_labels(generator: nn.Module, n: int, labels: int | Sequence[int] | t
         return None
     if labels is None:
         return fixed_labels(n, num_classes)
+    if isinstance(labels, str):
+        labels = class_index(generator, labels)
+    elif isinstance(labels, Sequence) and any(isinstance(label, str) for label in labels):
+        labels = [class_index(generator, label) if isinstance(label, str) else label for label in labels]
     labels = torch.full((n,), labels) if isinstance(labels, int) else torch.as_tensor(labels).long()
     if labels.shape != (n,):
         raise ValueError(f"need one label per sample: got shape {tuple(labels.shape)} for n={n}")
@@ -96,8 +117,9 @@ def _truncation_kwargs(generator: nn.Module, truncation_psi: float) -> dict:
 
 
 @torch.no_grad()
-def sample(generator: nn.Module, n: int, labels: int | Sequence[int] | torch.Tensor | None = None, *,
-           seed: int = 0, batch_size: int = 64, truncation_psi: float = 1.0) -> torch.Tensor:
+def sample(generator: nn.Module, n: int, labels: int | str | Sequence[int | str] | torch.Tensor | None = None, *,
+           seed: int = 0, batch_size: int = 64, truncation_psi: float = 1.0,
+           progress: Callable[[int], object] | None = None) -> torch.Tensor:
     """Generate ``n`` images, reproducibly from ``seed`` (independent of ``batch_size`` and device).
 
     Args:
@@ -107,10 +129,11 @@ def sample(generator: nn.Module, n: int, labels: int | Sequence[int] | torch.Ten
         seed: latent seed.
         batch_size: images per forward pass.
         truncation_psi: < 1 trades variety for typicality (StyleGAN2 models only; per class for cstylegan2).
+        progress: called with the number of images of each finished batch (e.g. a tqdm bar's ``update``).
     Returns:
         Float tensor (n, C, S, S) in [-1, 1] on CPU.
     Raises:
-        ValueError: for ``truncation_psi != 1`` on a generator without a mapping network.
+        ValueError: for ``truncation_psi != 1`` on a generator without a mapping network, or bad labels.
     """
     truncation = _truncation_kwargs(generator, truncation_psi)
     was_training = generator.training
@@ -122,6 +145,8 @@ def sample(generator: nn.Module, n: int, labels: int | Sequence[int] | torch.Ten
     for start in range(0, n, batch_size):
         batch_labels = None if labels is None else labels[start:start + batch_size].to(device)
         chunks.append(generator(z[start:start + batch_size].to(device), batch_labels, **truncation).float().cpu())
+        if progress is not None:
+            progress(len(chunks[-1]))
     generator.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0)
 
@@ -247,7 +272,8 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -
 @torch.no_grad()
 def synthetic_set(generator: nn.Module, n_per_class: int, *, class_names: Sequence[str] | None = None,
                   seed: int = 0, batch_size: int = 64, source: str = "synthetic",
-                  truncation_psi: float = 1.0) -> ImageSet:
+                  truncation_psi: float = 1.0, progress: Callable[[int], object] | None = None,
+                  classes: Sequence[str] | None = None) -> ImageSet:
     """Generated images as an :class:`ImageSet`, the same type as real data (for metrics, CAS, augmentation).
 
     Conditional generators give ``n_per_class`` images of every class (class ``k`` from seed ``seed + k``, so a
@@ -261,16 +287,28 @@ def synthetic_set(generator: nn.Module, n_per_class: int, *, class_names: Sequen
         batch_size: images per forward pass.
         source: recorded as the set's source (e.g. the run folder).
         truncation_psi: see :func:`sample` (StyleGAN2 models only).
+        progress: see :func:`sample`.
+        classes: generate only these classes, by name (conditional generators; default: every class). Each keeps
+            its seed ``seed + k``, so it gets the same images as in a full set.
     Returns:
         uint8 images with labels, split ``"synthetic"``.
+    Raises:
+        ValueError: for ``n_per_class`` < 1, or unknown class names (the message lists the valid ones).
     """
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")
     num_classes = num_classes_of(generator)
     names = class_names_for(generator, class_names) if num_classes else ["synthetic"]
+    if classes is not None and not num_classes:
+        raise ValueError(f"this generator is unconditional: it has no classes {list(classes)}")
+    unknown = [name for name in classes or () if name not in names]
+    if unknown:
+        raise ValueError(f"unknown class(es) {unknown}; this generator's classes are {names}")
     images, labels = [], []
-    for class_index in range(len(names)):
+    for class_index in sorted({names.index(name) for name in classes}) if classes else range(len(names)):
         label = class_index if num_classes else None
         images.append(to_uint8(sample(generator, n_per_class, label, seed=seed + class_index, batch_size=batch_size,
-                                      truncation_psi=truncation_psi)))
+                                      truncation_psi=truncation_psi, progress=progress)))
         labels.append(torch.full((n_per_class,), class_index, dtype=torch.long))
     return ImageSet(torch.cat(images), torch.cat(labels), names, source=source, split="synthetic",
                     cache_key=f"synthetic:{source}:{seed}:{n_per_class}:{truncation_psi:g}")
@@ -279,7 +317,8 @@ def synthetic_set(generator: nn.Module, n_per_class: int, *, class_names: Sequen
 def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, *,
                    class_names: Sequence[str] | None = None, seed: int = 0, model_name: str | None = None,
                    checkpoint: str | Path | None = None, make_zip: bool = True, batch_size: int = 64,
-                   replace: bool = False, truncation_psi: float = 1.0) -> Path:
+                   replace: bool = False, truncation_psi: float = 1.0,
+                   progress: Callable[[int], object] | None = None, classes: Sequence[str] | None = None) -> Path:
     """Write a synthetic dataset in the real sets' layout: ``out_dir/Training/<class>/<class>_00000.png``.
 
     Conditional generators get ``n_per_class`` images for each class; unconditional ones write
@@ -292,27 +331,36 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
         n_per_class: images per class.
         class_names: names for the class folders (default ``class_0``...).
         seed: base seed; class ``k`` uses ``seed + k`` so classes are reproducible on their own.
-        model_name: recorded in the manifest.
-        checkpoint: recorded in the manifest.
+        model_name: recorded in the manifest (default: ``generator.info.model`` for a loaded generator).
+        checkpoint: recorded in the manifest (default: ``generator.info.source`` for a loaded generator).
         make_zip: also write a zip archive.
         batch_size: images per forward pass.
         replace: swap out an earlier export in ``out_dir`` (a resumed run's notebook re-exports its newer
             generator); the old folder is removed only once the new one is complete.
         truncation_psi: see :func:`sample` (StyleGAN2 models only); recorded in the manifest.
+        progress: see :func:`sample`.
+        classes: export only these classes, by name (see :func:`synthetic_set`).
     Returns:
         The dataset folder.
+    Raises:
+        FileExistsError: when ``out_dir`` holds files and ``replace`` is not set.
+        ValueError: for ``n_per_class`` < 1 or class names that do not fit the generator.
     """
     out_dir = Path(out_dir)
+    info = getattr(generator, "info", None)
     if out_dir.exists() and any(out_dir.iterdir()) and not replace:
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new folder or pass replace=True "
-                              f"(nothing was overwritten)")
+        raise FileExistsError(f"{out_dir} exists and is not empty (an earlier export?); choose a new folder or pass "
+                              "replace=True (--replace in the CLI), which swaps it only once the new export is "
+                              "complete (nothing was overwritten)")
     synthetic = synthetic_set(generator, n_per_class, class_names=class_names, seed=seed, batch_size=batch_size,
-                              truncation_psi=truncation_psi)
+                              truncation_psi=truncation_psi, progress=progress, classes=classes)
     names = [name.replace("/", "_") for name in synthetic.class_names]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     counts = {}
     for class_index, name in enumerate(names):
+        if not (synthetic.labels == class_index).any():
+            continue  # a class left out by ``classes``
         folder = staging / "Training" / name
         folder.mkdir(parents=True)
         for index, image in enumerate(synthetic.images[synthetic.labels == class_index]):
@@ -321,8 +369,10 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
         counts[name] = n_per_class
     atomic_write_json(staging / "manifest.json", {
         "kind": "synthetic MRI dataset generated by medgan_core (not patient data)",
-        "model": model_name, "checkpoint": str(checkpoint) if checkpoint else None, "seed": seed,
-        "seeds": {name: seed + k for k, name in enumerate(names)}, "counts": counts, "truncation_psi": truncation_psi,
+        "model": model_name or (info.model if info else None),
+        "checkpoint": str(checkpoint) if checkpoint else (info.source if info else None),
+        "trained_on": info.dataset if info else None, "step": info.step if info else None, "seed": seed,
+        "seeds": {name: seed + k for k, name in enumerate(names) if name in counts}, "counts": counts, "truncation_psi": truncation_psi,
         "image_size": generator.output_shape[-1], "channels": generator.output_shape[0],
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "medgan_core": __version__,
     })

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from medgan_core.checkpoint import CheckpointError, load_generator
+from medgan_core.checkpoint import CheckpointError, generator_from_checkpoint
 from medgan_core.data import ImageSet
 from medgan_core.dedup import drop_near_duplicates, find_near_duplicates, hamming_distances, perceptual_hash
 from medgan_core.evaluator import (Classifier, EvaluatorConfig, EvaluatorTrainConfig, classification_report,
@@ -74,7 +74,7 @@ def test_saved_evaluator_rebuilds_from_its_file_alone(trained):
 def test_gan_and_evaluator_checkpoints_are_not_confused(trained, tmp_path):
     _, run_dir = trained
     with pytest.raises(CheckpointError, match="evaluator checkpoint, not a GAN"):
-        load_generator(run_dir / "evaluator.safetensors")
+        generator_from_checkpoint(run_dir / "evaluator.safetensors")
 
 
 def test_evaluator_refuses_a_test_set_with_other_classes(trained):

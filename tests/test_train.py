@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from medgan_core import losses
-from medgan_core.checkpoint import CheckpointError, load_checkpoint, load_generator
+from medgan_core.checkpoint import CheckpointError, generator_from_checkpoint, load_checkpoint
 from medgan_core.sampling import sample
 from medgan_core.train import NonFiniteLossError, fit
 from train_worker import AUGMENT, MODEL_CONFIG, MODEL_TRAIN, TINY_MODEL, tiny_image_set, tiny_train_config
@@ -88,10 +88,10 @@ def test_fit_writes_logs_samples_and_a_self_describing_checkpoint(tmp_path):
     assert meta["data"]["class_names"] == ["class0", "class1", "class2"]
     assert meta["train_config"]["batch_size"] == 8
     # the generator is rebuilt from the file alone and matches the returned G_ema
-    rebuilt, _ = load_generator(result.checkpoint)
+    rebuilt, _ = generator_from_checkpoint(result.checkpoint)
     torch.testing.assert_close(sample(rebuilt, 6, seed=1), sample(result.generator, 6, seed=1))  # channels_last vs contiguous: float noise only
     with pytest.raises(CheckpointError, match="for model 'cdcgan', not 'dcgan'"):
-        load_generator(result.checkpoint, expected_model="dcgan")
+        generator_from_checkpoint(result.checkpoint, expected_model="dcgan")
 
 
 def test_resume_into_a_folder_of_another_model_is_refused(tmp_path):
@@ -183,7 +183,7 @@ def test_progan_grows_with_per_stage_batches_and_saves_each_stage(tmp_path):
     assert history["images_seen"].diff().dropna().unique().tolist() == [8]
     assert sorted(p.name for p in (tmp_path / "samples").glob("stage-*.png")) == ["stage-0.png", "stage-1.png",
                                                                                    "stage-2.png"]
-    rebuilt, checkpoint = load_generator(result.checkpoint)
+    rebuilt, checkpoint = generator_from_checkpoint(result.checkpoint)
     assert (rebuilt._stage, checkpoint.meta["step"]) == (2, 8)
     assert sample(rebuilt, 2, seed=0).shape == (2, 1, 16, 16)  # a loaded generator keeps its trained resolution
 
