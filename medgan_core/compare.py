@@ -138,7 +138,8 @@ def comparable_entries(entries: Sequence[ModelEntry], image_size: int | None = N
 
 
 def find_evaluator(root: str | Path, dataset: dict) -> Path | None:
-    """The newest ``evaluator.safetensors`` under ``root`` that was trained or tested on ``dataset``.
+    """The best ``evaluator.safetensors`` under ``root`` that was trained or tested on ``dataset``: the newest with a
+    test report (notebook 00), else the newest (e.g. a small one a model notebook trained for its own evaluation).
 
     Evaluators of other data (e.g. one trained on the demo set, which shares the tumour set's class names) and
     files that record no dataset are skipped, with one warning naming them.
@@ -150,18 +151,22 @@ def find_evaluator(root: str | Path, dataset: dict) -> Path | None:
         The file, or None when no evaluator of this dataset is there.
     """
     found = sorted(Path(root).glob("**/evaluator.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
-    skipped = []
+    skipped, matching = [], []
     for path in found:
         try:
-            datasets = load_checkpoint_meta(path).get("datasets") or {}
+            meta = load_checkpoint_meta(path)
         except CheckpointError as error:
             skipped.append(f"{path} (unreadable: {error})")
             continue
+        datasets = meta.get("datasets") or {}
         if any(same_dataset(identity, dataset) for identity in datasets.values()):
-            return path
+            matching.append((path, "test_report" in meta))
+            continue
         described = "; ".join(f"{role}: {describe_dataset(identity)}" for role, identity in datasets.items()
                               if identity) or "no dataset recorded"
         skipped.append(f"{path} ({described})")
+    if matching:
+        return next((path for path, tested in matching if tested), matching[0][0])
     if skipped:
         warnings.warn(f"no evaluator of {describe_dataset(dataset)} under {root}; skipped " + ", ".join(skipped),
                       stacklevel=2)

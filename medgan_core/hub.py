@@ -60,7 +60,8 @@ class HubUnreachableError(ConnectionError):
 
 def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str,
                     class_names: Sequence[str] | None = None, training_data: str | None = None,
-                    dataset: dict | None = None, metrics: dict[str, float] | None = None, sample_grid: bool = True,
+                    dataset: dict | None = None, metrics: dict[str, float] | None = None,
+                    metrics_measured_on: str | None = None, sample_grid: bool = True,
                     extra: dict[str, Any] | None = None, repo_id: str | None = None, license: str = "mit") -> Path:
     """Write a generator as a pretrained folder: config.json, model.safetensors, samples.png and README.md.
 
@@ -73,7 +74,8 @@ def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str
         training_data: name of the training set, shown in the card (``"kaggle:brain-tumor-mri"``).
         dataset: the training data's identity (``ImageSet.dataset``), so comparisons can check what it was trained on.
         metrics: metric name -> value actually computed for this generator (``{"fid": 41.3}``); the card
-            says "no metrics computed yet" when empty.
+            says "no metrics computed yet" when empty (``RunEvaluation.card_metrics()``).
+        metrics_measured_on: what the metrics were measured on, shown under them (``RunEvaluation.measured_on()``).
         sample_grid: render ``samples.png`` (seed :data:`SAMPLE_SEED`, one row per class when conditional).
         extra: more JSON-serialisable facts kept in ``config.json`` (e.g. the training step).
         repo_id: Hub id used in the card's usage snippet; a placeholder when ``None``.
@@ -99,6 +101,7 @@ def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str
         "output_shape": list(generator.output_shape),  # (C, H, W): a growing model's trained stage, not the target
         "class_names": names if num_classes else [],  # label names: what explorers and sample(labels=...) use
         "training_classes": names, "training_data": training_data, "dataset": dataset or {}, "metrics": metrics,
+        "metrics_measured_on": metrics_measured_on,
         "extra": extra or {}, "medgan_core_version": __version__,
     }
     atomic_write_json(folder / CONFIG_NAME, config)
@@ -299,6 +302,8 @@ def _model_card(config: dict[str, Any], description: str, has_samples: bool, rep
     if config["metrics"]:
         rows = "".join(f"| {name} | {value:.4g} |\n" for name, value in config["metrics"].items())
         metrics = f"| metric | value |\n|---|---|\n{rows}"
+        if config.get("metrics_measured_on"):
+            metrics += f"\nMeasured on {config['metrics_measured_on']}.\n"
     else:
         metrics = "No metrics computed yet.\n"
     samples = ""
