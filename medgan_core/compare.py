@@ -8,6 +8,7 @@ speed. A ``real train images`` row scores real training images the same way: the
 """
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -18,18 +19,19 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint_meta
+from .checkpoint import CheckpointError, find_latest_checkpoint, load_checkpoint_meta, state_dict_sha256
 from .data import ImageSet, describe_dataset, same_dataset
 from .evaluator import ClassificationReport, Evaluator, EvaluatorConfig, EvaluatorTrainConfig
 from .fileio import atomic_write_text
 from .loading import load_generator
 from .metrics.distribution import Score, distribution_panel, per_class_panel
-from .metrics.extractors import FeatureExtractor, cached_features, extract_features
+from .metrics.extractors import FeatureExtractor, cached_features, extract_features, extractor_identity
 from .metrics.memorization import MemorizationReport, memorization_audit
 from .metrics.utility import augmentation_gain, class_consistency, classification_accuracy_score
 from .sampling import num_classes_of, sample, synthetic_set
 
 REAL_BASELINE = "real train images"
+METRICS_NAME = "metrics.json"  # a run's own evaluation (medgan_core.evaluate), reused when its settings match
 
 
 @dataclass
@@ -44,6 +46,7 @@ class ModelEntry:
     step: int | None = None  # generator steps trained (run folders only)
     history: pd.DataFrame | None = None  # history.csv of a run folder
     dataset: dict = field(default_factory=dict)  # identity of its training data ({}: not recorded)
+    run_dir: Path | None = None  # its run folder (where an Evaluate section may have left metrics.json)
 
 
 def load_entry(source: str | Path, name: str | None = None, device: str | torch.device = "cpu") -> ModelEntry:
@@ -65,7 +68,7 @@ def load_entry(source: str | Path, name: str | None = None, device: str | torch.
     run_dir = Path(info.source).parent.parent
     history_path = run_dir / "history.csv"
     return ModelEntry(name or run_dir.name, info.model, generator, list(info.class_names), info.source, info.step,
-                      pd.read_csv(history_path) if history_path.is_file() else None, info.dataset)
+                      pd.read_csv(history_path) if history_path.is_file() else None, info.dataset, run_dir)
 
 
 def discover_runs(root: str | Path) -> list[Path]:
@@ -244,6 +247,39 @@ class Comparison:
         return out
 
 
+def evaluation_key(generator: nn.Module, real_test: ImageSet, extractors: Sequence[FeatureExtractor], *,
+                   n_samples: int, seed: int, n_boot: int, k: int, per_class: bool) -> dict[str, Any]:
+    """Everything a model's scores depend on: equal keys give equal scores, so saved ones can be reused.
+
+    Args:
+        generator: the scored generator (its exact weights count, not its name).
+        real_test: the real test split.
+        extractors: the feature extractors (names and weights hashes).
+        n_samples: generated images.
+        seed: latent seed base.
+        n_boot: bootstrap resamples.
+        k: neighbours for precision/recall/density/coverage.
+        per_class: per-class scores included.
+    Returns:
+        A JSON-ready dict.
+    """
+    return {"generator_sha256": state_dict_sha256(generator), "test_split": real_test.cache_key,
+            "extractors": sorted(list(extractor_identity(extractor)) for extractor in extractors),
+            "n_samples": n_samples, "seed": seed, "n_boot": n_boot, "k": k, "per_class": per_class}
+
+
+def _saved_evaluation(entry: ModelEntry, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's ``metrics.json`` when it was computed with exactly ``key`` (else None: compute again)."""
+    path = entry.run_dir / METRICS_NAME if entry.run_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return saved if saved.get("key") == key else None
+
+
 def _score_rows(model: str, scores: Sequence[Score], class_name: str | None = None) -> list[dict]:
     return [{"model": model, "class": class_name, **score.as_dict()} for score in scores]
 
@@ -304,6 +340,20 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
             if entry.history is not None:
                 histories[name] = entry.history
         samples[name] = synthetic.images[_grid_rows(synthetic, n_grid)].float() / 127.5 - 1
+        key = entry and evaluation_key(entry.generator, real_test, extractors, n_samples=n_samples, seed=seed,
+                                       n_boot=n_boot, k=k, per_class=per_class)
+        saved = entry and _saved_evaluation(entry, key)
+        if saved:  # the run's Evaluate section scored these very images the same way
+            line.update({metric: value for metric, value in saved["metrics"].items() if metric not in line})
+            rows += [{**row, "model": name} for row in saved["scores"]]
+            audits[name] = MemorizationReport(pd.DataFrame(saved["memorization_table"]), **saved["memorization"])
+            if saved["class_consistency"]:
+                consistency[name] = ClassificationReport.from_dict(saved["class_consistency"])
+            notes.append(f"{name}: scores reused from {entry.run_dir / METRICS_NAME} (same generator weights, "
+                         "extractors, test split and sample settings)")
+            board.append(line)
+            say(f"{name}: {len(synthetic)} images, scores read from its metrics.json")
+            continue
         fake_features = {}
         for ex in extractors:
             fake_features[ex.name] = extract_features(ex, synthetic.images)

@@ -25,7 +25,8 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 
 from . import __version__
-from .compare import Comparison, ModelEntry, check_evaluator, compare_models, find_evaluator, format_leaderboard
+from .compare import (METRICS_NAME, Comparison, ModelEntry, check_evaluator, compare_models, evaluation_key,
+                      find_evaluator, format_leaderboard)
 from .config import DataConfig
 from .data import ImageSet, describe_dataset, load_images
 from .evaluator import Evaluator, EvaluatorConfig, EvaluatorTrainConfig, load_evaluator, train_evaluator
@@ -33,7 +34,6 @@ from .fileio import atomic_write_json
 from .metrics.extractors import get_extractor
 from .runtime import output_root
 
-METRICS_NAME = "metrics.json"
 METRICS_FORMAT = 1
 
 
@@ -48,6 +48,7 @@ class RunEvaluation:
     test_split: dict[str, Any]  # dataset identity, split, images, cache key
     settings: dict[str, Any]  # n_samples, seed, k, n_boot, extractors
     real_train: ImageSet  # for the memorization gallery
+    key: dict[str, Any]  # what the scores depend on (compare.evaluation_key): 99_compare reuses them when it matches
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -81,7 +82,9 @@ class RunEvaluation:
             "format": METRICS_FORMAT, "kind": "medgan run evaluation", "model": self.name, "metrics": self.row,
             "scores": self.comparison.scores.to_dict("records"), "class_distribution": self.class_distribution,
             "class_consistency": consistency.as_dict() if consistency else None,
-            "memorization": memorization.summary() if memorization else None, "evaluator": self.evaluator,
+            "memorization": memorization.summary() if memorization else None,
+            "memorization_table": memorization.table.to_dict("records") if memorization else [],
+            "key": self.key, "evaluator": self.evaluator,
             "test_split": self.test_split, "settings": self.settings, "notes": self.notes,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "medgan_core": __version__})
 
@@ -238,10 +241,9 @@ def evaluate_run(generator: nn.Module, data_config: DataConfig, run_dir: str | P
     model = info.model if info else type(generator).__module__.rsplit(".", 1)[-1]
     class_names = list(real_train.class_names) if getattr(generator.config, "num_classes", 0) else []
     entry = ModelEntry(name or run_dir.name, model, generator, class_names, str(run_dir),
-                       dataset=real_train.dataset)
+                       dataset=real_train.dataset, run_dir=run_dir)
     comparison = compare_models([entry], real_train, real_test, extractors, evaluator=evaluator, n_samples=n_samples,
-                                seed=seed, n_boot=n_boot, k=k, real_baseline=False,
-                                progress=progress)
+                                seed=seed, n_boot=n_boot, k=k, real_baseline=False, progress=progress)
     synthetic = comparison.synthetic[entry.name]
     predicted = evaluator.predict(synthetic.images)
     counts = torch.bincount(predicted, minlength=len(evaluator.class_names)).tolist()
@@ -257,6 +259,8 @@ def evaluate_run(generator: nn.Module, data_config: DataConfig, run_dir: str | P
         settings={"n_samples": len(synthetic), "seed": seed, "k": k, "n_boot": n_boot,
                   "extractors": [extractor.name for extractor in extractors],
                   "latent_seeds": {name: seed + index for index, name in enumerate(synthetic.class_names)}},
-        real_train=real_train, notes=list(comparison.notes))
+        real_train=real_train, notes=list(comparison.notes),
+        key=evaluation_key(generator, real_test, extractors, n_samples=n_samples, seed=seed, n_boot=n_boot, k=k,
+                           per_class=True))
     evaluation.save(run_dir)
     return evaluation

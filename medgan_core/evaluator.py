@@ -568,6 +568,14 @@ class ClassificationReport:
         low, high = self.accuracy_ci
         return f"accuracy {self.accuracy:.3f} (95% CI {low:.3f}-{high:.3f}, n={self.n}, {self.n_boot} bootstrap draws)"
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ClassificationReport":
+        """The report again from :meth:`as_dict` (e.g. read back from a run's ``metrics.json``)."""
+        per_class = pd.DataFrame(values["per_class"]).set_index("class")
+        return cls(list(values["class_names"]), np.asarray(values["confusion"]), values["accuracy"],
+                   tuple(values["accuracy_ci"]), per_class, dict(values["weighted"]), values["n"], values["n_boot"],
+                   list(values["notes"]))
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in the evaluator's metadata)."""
         return json_ready({"accuracy": self.accuracy, "accuracy_ci": list(self.accuracy_ci), "n": self.n,

@@ -1,4 +1,5 @@
 """The Evaluate section of every model notebook: evaluate_run and metrics.json."""
+import dataclasses
 import json
 
 import pytest
@@ -65,3 +66,24 @@ def test_metrics_json_names_the_evaluator_the_test_split_and_the_seeds(run, caps
                           metrics=evaluation.card_metrics(), metrics_measured_on=evaluation.measured_on())
     card = (hub / "README.md").read_text()
     assert "| relative_fd [evaluator:cnn] |" in card and "Measured on 16 generated images (seed 0)" in card
+
+
+def test_99_compare_reuses_a_run_evaluation_with_the_same_settings_and_says_so(run):
+    from medgan_core.compare import compare_models, load_entry
+    from medgan_core.evaluator import load_evaluator
+    from medgan_core.metrics.extractors import get_extractor
+
+    root, config, result = run
+    run_dir = root / "runs" / "cdcgan"
+    evaluation = evaluate_run(result.generator, config, run_dir, runs_root=root / "runs", n_samples=16, n_boot=10, k=3)
+    evaluator = load_evaluator(evaluation.evaluator["path"])
+    train, test = load_images(config), load_images(dataclasses.replace(config, split="test"))
+    extractors = [get_extractor("evaluator", evaluator=evaluator)]
+    settings = dict(evaluator=evaluator, seed=0, n_boot=10, k=3, real_baseline=False, progress=None)
+    reused = compare_models([load_entry(run_dir)], train, test, extractors, n_samples=16, **settings)
+    assert any("scores reused from" in note and str(run_dir) in note for note in reused.notes)
+    row = reused.leaderboard.iloc[0]
+    assert row["fd [evaluator:cnn]"] == evaluation.row["fd [evaluator:cnn]"]
+    assert row["class consistency"] == evaluation.row["class consistency"] and "cdcgan" in reused.memorization
+    computed = compare_models([load_entry(run_dir)], train, test, extractors, n_samples=18, **settings)
+    assert not any("reused" in note for note in computed.notes)  # other sample settings: scored afresh
