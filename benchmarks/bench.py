@@ -20,11 +20,11 @@ with the spread of the rounds (the machine may be shared, so read the spread bef
    generator update after ``n_critic`` critic updates in both; img/s count the real images the critic consumed
    (batch * n_critic per step). ``--steps`` counts D updates, so WGAN-GP times ``steps / n_critic`` generator
    steps (``--models`` picks the rows).
-   ProGAN at 64 px, one row per stage (4, 8, 16, 32, 64 px at S0's batch sizes 32, 32, 32, 16, 16; lr 1e-3, betas
+   ProGAN at 64 px, one row per stage (4, 8, 16, 32, 64 px at the original MedGAN recipe's batch sizes 32, 32, 32, 16, 16; lr 1e-3, betas
    (0.0, 0.99), n_critic 1, lambda 10, drift 1e-3): ``fit("progan")`` with ``stage_images``/``stage_batch_sizes``/
    ``fade_fraction=0`` set so that it takes one untimed step per earlier stage, then stays at that stage with alpha 1,
    next to the same classic WGAN-GP loop plus the drift term. Here the reference SHARES the networks (medgan's
-   ``progan.py`` G and D, stage set, alpha 1): only the loop differs. Widths: S0's ``base_features=256`` on CUDA,
+   ``progan.py`` G and D, stage set, alpha 1): only the loop differs. Widths: the original MedGAN recipe's ``base_features=256`` on CUDA,
    64 on CPU (256 takes about 20 s a step at 64 px on 2 cores). At most 5 timed steps per stage.
 2. Data pipeline img/s on the real ``brain_tumor_mri_small`` Training set at 64 px: one epoch of the cached
    ``load_images`` + ``BatchStream`` (batch 64, hflip) next to one epoch of torchvision ``ImageFolder`` +
@@ -65,7 +65,7 @@ DATA_SET = "brain_tumor_mri_small"
 NZ, NGF, NDF, NC = 100, 64, 64, 1  # the default DCGAN at 64 px, grayscale
 WGAN_NZ, WGAN_NF, N_CRITIC, GP_LAMBDA = 256, 32, 5, 10.0  # the default WGAN-GP at 64 px (z 256, 32 features)
 BATCH = 64
-PROGAN_BATCHES = (32, 32, 32, 16, 16)  # S0's batch sizes at 4, 8, 16, 32, 64 px
+PROGAN_BATCHES = (32, 32, 32, 16, 16)  # the original MedGAN recipe's batch sizes at 4, 8, 16, 32, 64 px
 PROGAN_MAX_TIMED = 5  # timed steps per ProGAN stage at most (five stages, each grown to first)
 WARMUP = 3
 NEVER = 10 ** 9  # sample/checkpoint interval that never fires inside the timed window
@@ -268,7 +268,7 @@ class WGANGPReference(ReferenceLoop):
 
 
 def progan_features(device: torch.device) -> int:
-    """ProGAN width benchmarked: S0's 256 on CUDA; 64 on CPU, where 256 takes about 20 s a step at 64 px."""
+    """ProGAN width benchmarked: the original MedGAN recipe's 256 on CUDA; 64 on CPU, where 256 takes about 20 s a step at 64 px."""
     return 256 if device.type == "cuda" else 64
 
 
@@ -339,7 +339,7 @@ TRAINING = {  # --models name -> its rows
     "progan": tuple(TrainingBench(
         "progan", f"train ProGAN stage {stage} ({4 * 2 ** stage} px), batch {{batch}}: fit{{amp}} vs plain loop", "",
         functools.partial(ProGANReference, stage=stage),
-        {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "loss_options": {"drift": 1e-3}},  # S0
+        {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "loss_options": {"drift": 1e-3}},  # the original MedGAN recipe
         batch, stage) for stage, batch in enumerate(PROGAN_BATCHES)),
 }
 

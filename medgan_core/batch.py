@@ -44,7 +44,7 @@ _DEMO_COMMON = {"dataset": "demo", "image_size": 64, "batch_size": 32, "max_step
 PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "demo": [
         ("01_dcgan", _DEMO_COMMON),
-        # S1's D learning rate (5e-5) left D at chance and G collapsed in short CPU runs: use 2e-4 here
+        # the dementia-stage cDCGAN recipe's D learning rate (5e-5) left D at chance and G collapsed in short CPU runs: use 2e-4 here
         ("02_conditional_dcgan", {**_DEMO_COMMON, "lr_d": 2e-4}),
     ],
     # every notebook on the demo set, then the comparison: ~32 minutes on 2 CPU cores (27 measured before 05)

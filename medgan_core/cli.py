@@ -131,9 +131,9 @@ def run_export(args: argparse.Namespace) -> int:
     generator = _load(args)
     n_classes = len(args.classes) if args.classes else max(1, num_classes_of(generator))
     with _bar(args.per_class * n_classes, "export") as bar:
-        folder = export_dataset(generator, args.out, args.per_class, seed=args.seed, make_zip=not args.no_zip, batch_size=args.batch_size,
-                                replace=args.replace, truncation_psi=args.truncation, progress=bar.update,
-                                classes=args.classes)
+        folder = export_dataset(generator, args.out, args.per_class, seed=args.seed, make_zip=not args.no_zip,
+                                batch_size=args.batch_size, replace=args.replace, truncation_psi=args.truncation,
+                                progress=bar.update, classes=args.classes)
     manifest = json.loads((folder / "manifest.json").read_text())
     print(f"{sum(manifest['counts'].values())} images {manifest['counts']} -> {folder}/"
           + ("" if args.no_zip else f" and {folder.with_suffix('.zip')}"))

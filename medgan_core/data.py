@@ -431,7 +431,7 @@ def same_dataset(a: dict | None, b: dict | None) -> bool | None:
 
 # ------------------------------------------------------------------------------------------------------- decode
 
-def check_image_size(image_size: int) -> None:
+def check_power_of_two_size(image_size: int) -> None:
     """Reject sizes the models cannot use.
 
     Raises:
@@ -577,7 +577,7 @@ def load_images(config: DataConfig) -> ImageSet:
 
 def _check_config(config: DataConfig) -> None:
     """Fail early, with the valid choices, on settings the loader cannot honour."""
-    check_image_size(config.image_size)
+    check_power_of_two_size(config.image_size)
     if config.channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {config.channels!r}")
     if config.split not in SPLIT_FOLDER_NAMES:

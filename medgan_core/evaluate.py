@@ -228,9 +228,10 @@ def evaluate_run(generator: nn.Module, data_config: DataConfig, run_dir: str | P
     device = next(generator.parameters()).device
     real_train = load_images(data_config)
     real_test = load_images(dataclasses.replace(data_config, split="test"))
-    evaluator, evaluator_file, found = choose_evaluator(real_train, real_test, evaluator_path=evaluator_path, runs_root=runs_root,
-                                        train_evaluator_minutes=train_evaluator_minutes,
-                                        save_dir=run_dir / "evaluator", device=device, progress=progress)
+    evaluator, evaluator_file, found = choose_evaluator(
+        real_train, real_test, evaluator_path=evaluator_path, runs_root=runs_root,
+        train_evaluator_minutes=train_evaluator_minutes, save_dir=run_dir / "evaluator", device=device,
+        progress=progress)
     if evaluator is None:
         return None
     use_inception = device.type == "cuda" if inception is None else inception

@@ -1,6 +1,6 @@
 """Evaluator: a brain-MRI classifier trained on real images, the domain feature extractor of the metrics.
 
-S0 validates generated images with a ViT (224 px, patch 16). Here the classifier is chosen by name:
+The original MedGAN recipe validates generated images with a ViT (224 px, patch 16). Here the classifier is chosen by name:
 ``vit_b_16`` (torchvision, 224 px, ImageNet weights from a local file or the torchvision download), ``vit-small``
 (a configurable ViT that trains from scratch on a CPU) or ``cnn`` (a small VGG-style net, the fastest on a CPU).
 Training: AdamW, linear warm-up then cosine decay, label smoothing, random shifts/rotations/zoom and flips, early
@@ -126,7 +126,7 @@ def _build_vit_small(config: EvaluatorConfig) -> tuple[nn.Module, int]:
     return vit, config.dim
 
 
-@register_classifier("vit_b_16", "torchvision ViT-B/16 at 224 px (S0), ImageNet weights when available")
+@register_classifier("vit_b_16", "torchvision ViT-B/16 at 224 px (the original MedGAN recipe), ImageNet weights when available")
 def _build_vit_b_16(config: EvaluatorConfig) -> tuple[nn.Module, int]:
     if config.image_size != 224:
         raise ValueError(f"vit_b_16 works at 224 px, got image_size={config.image_size}; set image_size=224 "
@@ -484,7 +484,8 @@ def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
     if run_path is not None:
         run_path.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"init": init, "train_config": to_dict(train_config), "data": data_description or {},
-                            "datasets": {"train": train.dataset}, "n_train": len(train), "n_val": len(val), "train_class_counts": train.class_counts()}
+                            "datasets": {"train": train.dataset}, "n_train": len(train), "n_val": len(val),
+                            "train_class_counts": train.class_counts()}
     history: list[dict[str, Any]] = []
     best_accuracy, best_loss, best_state, best_epoch = -1.0, math.inf, None, -1
     started = time.perf_counter()

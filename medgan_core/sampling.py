@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+import torchvision
 from PIL import Image
 
 from . import __version__
@@ -237,16 +238,10 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
         uint8 array (H', W') for 1 channel or (H', W', 3).
     """
     images = to_uint8(images).cpu()
-    n, channels, height, width = images.shape
-    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / nrow)
-    grid = torch.zeros(channels, rows * (height + padding) + padding, nrow * (width + padding) + padding, dtype=torch.uint8)
-    for index in range(n):
-        row, col = divmod(index, nrow)
-        top, left = padding + row * (height + padding), padding + col * (width + padding)
-        grid[:, top:top + height, left:left + width] = images[index]
-    array = grid.permute(1, 2, 0).numpy()  # (H', W', C)
-    return array[..., 0] if channels == 1 else array
+    nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
+    grid = torchvision.utils.make_grid(images, nrow=nrow, padding=padding, pad_value=0)  # (3, H', W'): gray repeated
+    array = grid.permute(1, 2, 0).numpy()  # (H', W', 3)
+    return array[..., 0] if images.shape[1] == 1 else array
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -372,7 +367,8 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
         "model": model_name or (info.model if info else None),
         "checkpoint": str(checkpoint) if checkpoint else (info.source if info else None),
         "trained_on": info.dataset if info else None, "step": info.step if info else None, "seed": seed,
-        "seeds": {name: seed + k for k, name in enumerate(names) if name in counts}, "counts": counts, "truncation_psi": truncation_psi,
+        "seeds": {name: seed + k for k, name in enumerate(names) if name in counts}, "counts": counts,
+        "truncation_psi": truncation_psi,
         "image_size": generator.output_shape[-1], "channels": generator.output_shape[0],
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "medgan_core": __version__,
     })

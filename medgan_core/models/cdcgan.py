@@ -1,6 +1,6 @@
-"""Conditional DCGAN (as S1): noise + class embedding -> image; the discriminator sees the
+"""Conditional DCGAN (as in the dementia-stage cDCGAN recipe): noise + class embedding -> image; the discriminator sees the
 image stacked with a learned spatial label map. BCE-with-logits non-saturating loss, with
-separate G/D learning rates (S1: G 2e-4, D 5e-5) set in the TrainConfig.
+separate G/D learning rates (the dementia-stage cDCGAN recipe: G 2e-4, D 5e-5) set in the TrainConfig.
 """
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from .layers import DCGANGenerator, dcgan_discriminator_stack, dcgan_init_, stag
 @dataclass
 class ConditionalDCGANConfig:
     num_classes: int = 4  # e.g. 4 tumour types or 4 dementia stages
-    image_size: int = 128  # S1 trained at 128 px
+    image_size: int = 128  # the dementia-stage cDCGAN recipe trained at 128 px
     channels: int = 1
-    z_dim: int = 100  # S1: 100
-    embed_dim: int = 4  # label embedding concatenated to z (S1: 4; 16 let G ignore z, one image per class)
+    z_dim: int = 100  # the dementia-stage cDCGAN recipe: 100
+    embed_dim: int = 4  # label embedding concatenated to z (the dementia-stage cDCGAN recipe: 4; 16 let G ignore z, one image per class)
     g_features: int = 64
     d_features: int = 64
     max_features: int = 512
-    d_batchnorm: bool = True  # S1's D had none; with it samples were sharper in our demo runs
+    d_batchnorm: bool = True  # the dementia-stage cDCGAN recipe's D had none; with it samples were sharper in our demo runs
     d_minibatch_std: bool = True  # D sees batch diversity: guards against one image per class
 
 
@@ -53,6 +53,6 @@ class Discriminator(nn.Module):
 
 
 @register_model("cdcgan", config=ConditionalDCGANConfig, objective="nonsaturating", conditional=True,
-                description="Conditional DCGAN: class embedding in G, spatial label map in D (S1)")
+                description="Conditional DCGAN: class embedding in G, spatial label map in D (the dementia-stage cDCGAN recipe)")
 def build(config: ConditionalDCGANConfig) -> tuple[Generator, Discriminator]:
     return Generator(config), Discriminator(config)

@@ -1,7 +1,7 @@
 """DCGAN (Radford et al., 2015): unconditional, transposed-conv generator, strided-conv discriminator.
 
 Any power-of-two size from 32 to 512 px, 1 or 3 channels. Defaults follow the DCGAN paper
-(z 100, 64 base features); S0 used z 256 at 256 px.
+(z 100, 64 base features); the original MedGAN recipe used z 256 at 256 px.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 VALID_SIZES = (32, 64, 128, 256, 512)
 
 
-def check_image_size(image_size: int) -> int:
+def stages_from_4px(image_size: int) -> int:
     """Validate a square image side for the DCGAN-style stacks (4x4 doubled up to the size).
 
     Args:
@@ -35,7 +35,7 @@ def stage_widths(image_size: int, base_features: int, max_features: int) -> list
     Returns:
         One width per resolution, from 4x4 upwards.
     """
-    n_stages = check_image_size(image_size)
+    n_stages = stages_from_4px(image_size)
     return [min(max_features, base_features * 2 ** (n_stages - 1 - i)) for i in range(n_stages)]
 
 

@@ -3,7 +3,7 @@
 Equalised learning rate (weights ~ N(0, 1) scaled at run time by He's constant), PixelNorm in G, a minibatch
 standard-deviation channel in the critic, LeakyReLU 0.2, WGAN-GP loss with epsilon drift. Each new resolution
 fades in: the output is ``alpha * new + (1 - alpha) * upsampled previous`` with alpha rising 0 -> 1 over
-``fade_fraction`` of the stage. S0's defaults: z 256, 256 channels, 128 px, batch sizes [32, 32, 32, 16, 16, 16],
+``fade_fraction`` of the stage. The original MedGAN recipe's defaults: z 256, 256 channels, 128 px, batch sizes [32, 32, 32, 16, 16, 16],
 lr 1e-3, lambda 10.
 
 One departure from the paper, on by default (``tanh_output``): the blended image goes through tanh. With the
@@ -27,24 +27,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import register_model
-from .layers import MinibatchStdDev, check_image_size
+from .layers import MinibatchStdDev, stages_from_4px
 
 
 @dataclass
 class ProGANConfig:
     image_size: int = 128  # final resolution (256 on request)
     channels: int = 1
-    z_dim: int = 256  # S0
-    base_features: int = 256  # channels at 4..32 px (S0: IN_CHANNELS 256), halved at each doubling above 32 px
-    stage_images: int = 24_000  # real images shown to the critic per stage (S0: 30 epochs of ~800)
+    z_dim: int = 256  # the original MedGAN recipe
+    base_features: int = 256  # channels at 4..32 px (the original MedGAN recipe: IN_CHANNELS 256), halved at each doubling above 32 px
+    stage_images: int = 24_000  # real images shown to the critic per stage (the original MedGAN recipe: 30 epochs of ~800)
     fade_fraction: float = 0.5  # share of each stage (after the first) spent fading the new layers in
-    stage_batch_sizes: tuple[int, ...] = (32, 32, 32, 16, 16, 16, 8)  # per stage 4, 8, ... px (S0)
+    stage_batch_sizes: tuple[int, ...] = (32, 32, 32, 16, 16, 16, 8)  # per stage 4, 8, ... px (the original MedGAN recipe)
     tanh_output: bool = True  # False = the paper's linear output (see the module docstring)
 
 
 def _widths(config: ProGANConfig) -> list[int]:
     """Channels at 4, 8, ..., image_size px."""
-    n_stages = check_image_size(config.image_size) + 1
+    n_stages = stages_from_4px(config.image_size) + 1
     return [max(8, config.base_features // max(1, 2 ** (i - 3))) for i in range(n_stages)]
 
 

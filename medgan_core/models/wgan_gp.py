@@ -1,6 +1,6 @@
 """WGAN-GP (Gulrajani et al., 2017): Wasserstein loss with a gradient penalty, n_critic critic steps per G step.
 
-Generator as S0 (z 256, 32 base features, BatchNorm + ReLU transposed convs, 1 channel). The critic has no
+Generator as in the original MedGAN recipe (z 256, 32 base features, BatchNorm + ReLU transposed convs, 1 channel). The critic has no
 BatchNorm (the penalty is per sample) and no sigmoid: layer norm by default, instance norm or none on request.
 Registered twice: ``wgan-gp`` (unconditional) and ``cwgan-gp`` (class-conditional: label embedding in G,
 projection in the critic, Miyato & Koyama 2018). Train with ``TrainConfig(n_critic=5, betas=(0.0, 0.9),
@@ -21,8 +21,8 @@ from .layers import DCGANGenerator, dcgan_discriminator_stack, dcgan_init_, stag
 class WGANGPConfig:
     image_size: int = 64  # 64 or 128 (any power of two 32-512)
     channels: int = 1
-    z_dim: int = 256  # S0
-    g_features: int = 32  # S0: features_g=32
+    z_dim: int = 256  # the original MedGAN recipe
+    g_features: int = 32  # the original MedGAN recipe: features_g=32
     d_features: int = 32
     max_features: int = 512
     critic_norm: str = "layer"  # "layer", "instance" or "none": never batch norm in a WGAN-GP critic
@@ -61,7 +61,7 @@ def _build(config: WGANGPConfig) -> tuple[Generator, Critic]:
 
 
 @register_model("wgan-gp", config=WGANGPConfig, objective="wgan-gp",
-                description="WGAN-GP: Wasserstein loss + gradient penalty, n_critic=5, layer-norm critic (S0)")
+                description="WGAN-GP: Wasserstein loss + gradient penalty, n_critic=5, layer-norm critic (the original MedGAN recipe)")
 def build(config: WGANGPConfig) -> tuple[Generator, Critic]:
     if config.num_classes:
         raise ValueError("wgan-gp is unconditional (num_classes=0); use 'cwgan-gp' for class labels")
