@@ -29,6 +29,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, state
 from .config import from_dict, json_ready, to_dict
 from .data import BatchStream, ImageSet, same_dataset, to_float
 from .fileio import atomic_write_text, file_sha256
+from .stats import percentile_interval
 from .train import resolve_device
 
 EVALUATOR_KIND = "evaluator"
@@ -627,19 +628,16 @@ def classification_report(true: torch.Tensor, predicted: torch.Tensor, class_nam
     boot = np.bincount((cells[draws] + offsets).ravel(), minlength=n_boot * k * k).reshape(n_boot, k, k)
     point, spread = _scores_from_confusion(confusion), _scores_from_confusion(boot)
 
-    def interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.percentile(values, 2.5, axis=0), np.percentile(values, 97.5, axis=0)
-
     per_class = pd.DataFrame({"precision": point["precision"], "recall": point["recall"], "f1": point["f1"],
                               "support": point["support"].astype(int)}, index=pd.Index(class_names, name="class"))
     for metric in ("precision", "recall", "f1"):
-        per_class[f"{metric}_low"], per_class[f"{metric}_high"] = interval(spread[metric])
+        per_class[f"{metric}_low"], per_class[f"{metric}_high"] = percentile_interval(spread[metric])
     weighted = {}
     for metric in ("precision", "recall", "f1"):
-        low, high = interval(spread[f"weighted_{metric}"])
+        low, high = percentile_interval(spread[f"weighted_{metric}"])
         weighted.update({metric: float(point[f"weighted_{metric}"]), f"{metric}_low": float(low),
                          f"{metric}_high": float(high)})
-    accuracy_low, accuracy_high = interval(spread["accuracy"])
+    accuracy_low, accuracy_high = percentile_interval(spread["accuracy"])
     notes = []
     if n < 100:
         notes.append(f"only {n} test images: the confidence intervals are wide")

@@ -65,12 +65,34 @@ def test_fd_ci_holds_the_value_when_n_is_small_against_the_width():
     assert score.ci_low < score.value < score.ci_high and score.ci_high - score.ci_low < 4
 
 
+class _Features(torch.nn.Module):
+    """Identity 'network', so torchmetrics' FID takes features we already have."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
 @pytest.mark.parametrize("n_real, d", [(300, 8), (30, 64)])  # D-sized and sample-sized eigenproblems
-def test_bootstrap_fd_formula_equals_torchmetrics(n_real, d):
+def test_fd_equals_torchmetrics_fid_and_its_resample_formula_too(n_real, d):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
     real, fake = gaussian(n_real, torch.zeros(d), seed=5), gaussian(40, torch.full((d,), 0.3), 1.5, seed=6)
+    reference = FrechetInceptionDistance(feature=_Features(d))
+    reference.update(real, real=True)
+    reference.update(fake, real=False)
     value = quiet(frechet_distance, real, fake, extractor=SYNTHETIC, n_boot=0).value
-    resampled = _fd_resampled(real, fake, torch.ones(n_real, dtype=torch.float64), torch.ones(40, dtype=torch.float64))
-    assert resampled == pytest.approx(value, rel=1e-6)
+    assert value == pytest.approx(float(reference.compute()), rel=1e-6)
+    counts_real = torch.bincount(torch.arange(n_real) % (n_real // 2), minlength=n_real).double()  # rows twice
+    doubled = torch.cat([real[: n_real // 2], real[: n_real // 2]])
+    reference.reset()
+    reference.update(doubled, real=True)
+    reference.update(fake, real=False)
+    resampled = _fd_resampled(real, fake, counts_real, torch.ones(40, dtype=torch.float64))
+    assert resampled == pytest.approx(float(reference.compute()), rel=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------- kernel distance
@@ -85,10 +107,12 @@ def test_kd_is_zero_for_one_distribution_and_positive_for_a_shift():
     assert shifted.value > 0.05 and shifted.ci_low > 0
 
 
-def test_kd_replicate_formula_equals_torchmetrics_poly_mmd():
+def test_kd_equals_torchmetrics_poly_mmd():
     real, fake = gaussian(50, torch.zeros(4), seed=10), gaussian(50, torch.ones(4), seed=11)
     ones = torch.ones(50, 1, dtype=torch.float64)
     assert float(_mmd_on_subsets(real, fake, ones, ones)) == pytest.approx(float(poly_mmd(real, fake)), rel=1e-9)
+    value = quiet(kernel_inception_distance, real, fake, extractor=SYNTHETIC, n_boot=0).value
+    assert value == pytest.approx(float(poly_mmd(real, fake)), rel=1e-9)
 
 
 def test_kd_of_unequal_sets_averages_equal_size_subsets():

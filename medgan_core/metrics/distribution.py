@@ -3,8 +3,10 @@
 All functions take precomputed features (N, D) (see :mod:`medgan_core.metrics.extractors`) and return
 :class:`Score` objects that record the extractor, its weights hash and both sample sizes.
 
-* Frechet distance (FD; FID with the Inception extractor): torchmetrics' ``FrechetInceptionDistance``.
-* Kernel distance (KD; KID with Inception): torchmetrics' unbiased polynomial-kernel MMD^2.
+* Frechet distance (FD; FID with the Inception extractor): torchmetrics' ``FrechetInceptionDistance`` formula, computed
+  through a symmetric eigenproblem (the same value; tested against torchmetrics).
+* Kernel distance (KD; KID with Inception): torchmetrics' unbiased polynomial-kernel MMD^2 (its kernel; the estimator
+  is tested against ``poly_mmd``).
 * Precision / recall (Kynkaenniemi et al. 2019) and density / coverage (Naeem et al. 2020), k-NN balls.
 * Relative FD: FD(generated, real test) / FD(real train half A, half B), comparable across extractors.
 
@@ -19,16 +21,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn as nn
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import poly_kernel, poly_mmd
+from torchmetrics.image.kid import poly_kernel
 
+from ..stats import percentile_interval
 from .extractors import FeatureExtractor, extractor_identity
 
 MIN_RELIABLE_N = 500  # below this FD/KID are visibly biased and their CIs wide
 DEFAULT_N_BOOT = 100
 KD_SUBSETS = 100  # subsets averaged when the sets are unequal or larger than subset_size (torchmetrics' default)
-CI_LEVEL = 0.95
 _CHUNK = 1024  # rows per block of pairwise distances / kernel values
 
 Extractor = FeatureExtractor | Mapping[str, Any]
@@ -93,9 +93,8 @@ def _small_sample_note(metric: str, n_real: int, n_fake: int) -> str | None:
 def _percentile_ci(replicates: torch.Tensor) -> tuple[float | None, float | None]:
     if len(replicates) == 0:
         return None, None
-    alpha = (1 - CI_LEVEL) / 2
-    low, high = torch.quantile(replicates, torch.tensor([alpha, 1 - alpha], dtype=replicates.dtype)).tolist()
-    return low, high
+    low, high = percentile_interval(replicates)
+    return float(low), float(high)
 
 
 def _recentred_ci(value: float, replicates: torch.Tensor, *,
@@ -119,24 +118,6 @@ def _score(metric: str, value: float, ci: tuple[float | None, float | None], n_r
 
 
 # ----------------------------------------------------------------------------------------------- Frechet distance
-
-class _Precomputed(nn.Module):
-    """Identity 'network' so torchmetrics' FID accumulates features we already have."""
-
-    def __init__(self, num_features: int):
-        super().__init__()
-        self.num_features = num_features  # read by FrechetInceptionDistance instead of probing with an image
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features
-
-
-def _torchmetrics_fd(real: torch.Tensor, fake: torch.Tensor) -> float:
-    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]))
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
-    return float(metric.compute())
-
 
 def _centred_factor(x: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, F) of a resample given by per-row counts, with F^T F its sample covariance (as torch.cov)."""
@@ -167,7 +148,8 @@ def _trace_sqrt_product(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
 
 def _fd_resampled(real: torch.Tensor, fake: torch.Tensor, counts_real: torch.Tensor,
                   counts_fake: torch.Tensor) -> float:
-    """FD of a bootstrap resample (rows repeated ``counts`` times): torchmetrics' formula, symmetric numerics."""
+    """FD of a resample (rows repeated ``counts`` times; all ones: the sets themselves): torchmetrics' formula,
+    symmetric numerics."""
     mean_real, factor_real = _centred_factor(real, counts_real)
     mean_fake, factor_fake = _centred_factor(fake, counts_fake)
     traces = factor_real.square().sum() + factor_fake.square().sum()
@@ -182,7 +164,7 @@ def _draw_counts(n: int, generator: torch.Generator) -> torch.Tensor:
 
 def _fd_with_replicates(real: torch.Tensor, fake: torch.Tensor, n_boot: int,
                         generator: torch.Generator) -> tuple[float, torch.Tensor]:
-    value = _torchmetrics_fd(real, fake)
+    value = _fd_resampled(real, fake, torch.ones(len(real), dtype=torch.float64), torch.ones(len(fake), dtype=torch.float64))
     replicates = [_fd_resampled(real, fake, _draw_counts(len(real), generator), _draw_counts(len(fake), generator))
                   for _ in range(n_boot)]
     return value, torch.tensor(replicates, dtype=torch.float64)
@@ -192,7 +174,7 @@ def frechet_distance(real_feats: Any, fake_feats: Any, *, extractor: Extractor, 
                      seed: int = 0) -> Score:
     """Frechet distance between Gaussians fitted to real and generated features (FID with Inception features).
 
-    The value comes from ``torchmetrics.image.fid.FrechetInceptionDistance`` fed with the features. FD is biased
+    The value is ``torchmetrics.image.fid.FrechetInceptionDistance``'s formula on the features. FD is biased
     upward at small n, so it is only comparable at equal n. The 95% CI is for the expected FD at these sample
     sizes (what models compared at equal n differ in), not for the bias-free FD: a percentile bootstrap
     resampling both sets with replacement, with the replicates re-centred on the value, because the repeated
@@ -253,11 +235,15 @@ def _kd_with_replicates(real: torch.Tensor, fake: torch.Tensor, subset_size: int
                         generator: torch.Generator) -> tuple[float, torch.Tensor]:
     m = min(subset_size, len(real), len(fake))
     if len(real) == len(fake) == m:
-        value = float(poly_mmd(real, fake))
-    else:  # torchmetrics' KID: mean over random equal-size subsets (its MMD assumes equal sizes)
-        value = sum(float(poly_mmd(real[torch.randperm(len(real), generator=generator)[:m]],
-                                   fake[torch.randperm(len(fake), generator=generator)[:m]]))
-                    for _ in range(subsets)) / subsets
+        whole_real, whole_fake = torch.ones(m, 1, dtype=torch.float64), torch.ones(m, 1, dtype=torch.float64)
+        value = float(_mmd_on_subsets(real, fake, whole_real, whole_fake))
+    else:  # torchmetrics' KID: mean over random equal-size subsets (its MMD assumes equal sizes), all at once
+        subset_real = torch.zeros(len(real), subsets, dtype=torch.float64)
+        subset_fake = torch.zeros(len(fake), subsets, dtype=torch.float64)
+        for column in range(subsets):
+            subset_real[torch.randperm(len(real), generator=generator)[:m], column] = 1
+            subset_fake[torch.randperm(len(fake), generator=generator)[:m], column] = 1
+        value = float(_mmd_on_subsets(real, fake, subset_real, subset_fake).mean())
     if n_boot == 0:
         return value, torch.empty(0, dtype=torch.float64)
     mask_real = _unique_draw_masks(len(real), n_boot, generator)
@@ -270,7 +256,7 @@ def kernel_inception_distance(real_feats: Any, fake_feats: Any, *, extractor: Ex
                               subsets: int = KD_SUBSETS, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Score:
     """Kernel distance: unbiased MMD^2 with the cubic polynomial kernel (KID with Inception features).
 
-    The value is ``torchmetrics.image.kid.poly_mmd`` on all samples when both sets have the same size of at most
+    The value is ``torchmetrics.image.kid.poly_mmd``'s estimator on all samples when both sets have the same size of at most
     ``subset_size``; otherwise the mean over ``subsets`` random subsets of size min(subset_size, n_real, n_fake),
     as torchmetrics' ``KernelInceptionDistance`` computes it. It can be slightly negative when the distributions
     match. The 95% CI comes from bootstrap replicates built from the *distinct* rows of each draw (about 63% of

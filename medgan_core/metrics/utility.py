@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from ..data import ImageSet
+from ..stats import percentile_interval
 from ..evaluator import (ClassificationReport, Evaluator, EvaluatorConfig, EvaluatorTrainConfig, classification_report,
                          train_evaluator)
 
@@ -95,11 +96,11 @@ def _paired_summary(correct: dict[str, np.ndarray], baseline: str, n_boot: int, 
     base_boot = correct[baseline][:, draws].mean(axis=(0, 2))  # (B,) seed-averaged accuracy per draw
     for setting, hits in correct.items():
         boot = hits[:, draws].mean(axis=(0, 2))
-        diff = boot - base_boot
-        rows.append({"setting": setting, "accuracy": hits.mean(), "accuracy_low": np.percentile(boot, 2.5),
-                     "accuracy_high": np.percentile(boot, 97.5), "seed_std": hits.mean(axis=1).std(ddof=0),
-                     f"minus_{baseline}": hits.mean() - correct[baseline].mean(),
-                     "diff_low": np.percentile(diff, 2.5), "diff_high": np.percentile(diff, 97.5),
+        (accuracy_low, accuracy_high), (diff_low, diff_high) = percentile_interval(boot), percentile_interval(boot - base_boot)
+        rows.append({"setting": setting, "accuracy": hits.mean(), "accuracy_low": accuracy_low,
+                     "accuracy_high": accuracy_high, "seed_std": hits.mean(axis=1).std(ddof=0),
+                     f"minus_{baseline}": hits.mean() - correct[baseline].mean(), "diff_low": diff_low,
+                     "diff_high": diff_high,
                      "seeds": hits.shape[0], "n_test": n_test})
     return pd.DataFrame(rows)
 
