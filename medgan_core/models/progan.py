@@ -13,6 +13,10 @@ tanh the heads appear sooner (fixed 32 px, brain_tumor_mri_small: varied heads b
 tanh is applied after the fade-in blend, so nearest upsampling still commutes with it (alpha 0 = upsampled
 previous stage).
 
+Also not as in the paper (to be fixed together, with a re-run of the quality comparison): the critic's last layer
+is a plain ``nn.Linear`` (no equalised lr); toRGB uses He's gain sqrt(2) rather than 1; during a fade-in real
+images are not blended with their down-and-up-sampled version as the fakes effectively are.
+
 The current stage and alpha are buffers of both networks (saved in checkpoints and Hub files, so a loaded
 generator produces images at the resolution it was trained to); :func:`growth_plan` tells the training loop
 which stage, alpha and batch size a given step uses.
