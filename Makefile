@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean-runs
+.PHONY: demo test unit venv clean-runs
 
 venv: $(STAMP)
 
@@ -21,4 +21,8 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m medgan_core.batch demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 MEDGAN_SMOKE=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env tests notebooks
+	HF_HUB_OFFLINE=1 MEDGAN_SMOKE=1 $(PY) -m pytest -q --durations=15 --nbval-lax --nbval-current-env tests notebooks
+
+# unit tests only: no notebooks, no papermill batch runs, no SIGKILL resume workers (~a third of `make test`)
+unit: $(STAMP)
+	HF_HUB_OFFLINE=1 MEDGAN_SMOKE=1 $(PY) -m pytest -q --durations=10 -m "not slow" tests

@@ -48,6 +48,7 @@ def test_parse_value_and_grid_naming(tmp_path):
     assert jobs[1].parameters == {"epochs": 1, "image_size": 128}
 
 
+@pytest.mark.slow  # papermill runs a notebook
 def test_batch_runs_a_notebook_grid_with_papermill_and_summarises(tmp_path):
     out = tmp_path / "batch"
     code = main(["run", str(DCGAN), "--grid", "seed=0,1", "-p", "max_steps=1", "--out", str(out)])
@@ -68,6 +69,7 @@ def test_batch_runs_a_notebook_grid_with_papermill_and_summarises(tmp_path):
     assert pd.read_csv(first / "history.csv")["step"].tolist() == [1, 2]
 
 
+@pytest.mark.slow  # papermill runs a notebook
 def test_batch_records_a_failing_notebook_and_goes_on(tmp_path):
     jobs = grid_jobs([DCGAN], {"max_steps": 1}, {"image_size": [48, 64]})  # 48 px is impossible
     summary = run_jobs(jobs, tmp_path)
@@ -75,6 +77,7 @@ def test_batch_records_a_failing_notebook_and_goes_on(tmp_path):
     assert "image_size" in summary["error"][0]
 
 
+@pytest.mark.slow  # papermill runs a notebook
 def test_the_wgan_notebook_trains_the_conditional_variant_too(tmp_path):
     notebook = next(p for p in NOTEBOOKS if p.stem == "03_wgan_gp")
     summary = run_jobs(grid_jobs([notebook], {"max_steps": 1}, {"model": ["cwgan-gp"]}), tmp_path)
@@ -91,6 +94,7 @@ def test_every_registered_model_has_a_training_notebook():
     assert {notebook for notebook, _ in NOTEBOOK_FOR_MODEL.values()} <= {p.stem for p in NOTEBOOKS}
 
 
+@pytest.mark.slow  # papermill runs a notebook
 def test_compare_trains_the_evaluator_and_models_then_ranks_the_finished_runs(tmp_path):
     from medgan_core.batch import run_compare
 
@@ -105,6 +109,7 @@ def test_compare_trains_the_evaluator_and_models_then_ranks_the_finished_runs(tm
     assert pd.read_csv(tmp_path / "summary.csv")["job"].tolist() == summary["job"].tolist()
 
 
+@pytest.mark.slow  # papermill runs a notebook
 def test_tuple_parameters_reach_the_notebook_as_sequences_not_strings(tmp_path):
     from medgan_core.batch import _for_papermill
 

@@ -38,6 +38,7 @@ def test_the_readme_has_examples_that_run():
     assert len([block for block in BLOCKS if block[2] is None]) >= 2
 
 
+@pytest.mark.slow  # trains a model for 20 steps and exports
 @pytest.mark.parametrize("line, code, skip", BLOCKS, ids=[f"README.md:{line}" for line, _, _ in BLOCKS])
 def test_readme_python_block_runs_as_written(line, code, skip, workdir, monkeypatch):
     if skip:

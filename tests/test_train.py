@@ -30,6 +30,7 @@ def _run_worker(*args, wait=True):
     return subprocess.Popen(command, env=env)
 
 
+@pytest.mark.slow  # two subprocess training runs each
 @pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp", "progan", "stylegan2+ada", "cstylegan2+diffaugment",
                                    "dcgan+ada"])
 def test_resume_after_sigkill_is_bit_identical(tmp_path, model):

@@ -17,7 +17,7 @@ STYLEGAN2_TINY = {"z_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 1
 # StyleGAN2: both lazy regularisers every 2 steps so a short run exercises them
 STYLEGAN2_TRAIN = {"lr_g": 2.5e-3, "lr_d": 2.5e-3, "betas": (0.0, 0.99),
                    "loss_options": {"r1_interval": 2, "pl_interval": 2}}
-MODEL_TRAIN = {"wgan-gp": {"n_critic": 5, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4},  # S0/Gulrajani
+MODEL_TRAIN = {"wgan-gp": {"n_critic": 5, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4},  # the original MedGAN recipe / Gulrajani et al.
                "progan": {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "loss_options": {"drift": 1e-3}},
                "stylegan2": STYLEGAN2_TRAIN, "cstylegan2": STYLEGAN2_TRAIN}
 # ADA starts at p = 0.5 and moves it by 8 images / 200 = 0.04 at every D step: it stays inside (0, 1) in 8 steps
