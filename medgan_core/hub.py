@@ -58,12 +58,16 @@ class HubUnreachableError(ConnectionError):
     """The Hub cannot be reached (offline mode or no network) and nothing usable is cached."""
 
 
-def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str,
+def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str | None = None,
                     class_names: Sequence[str] | None = None, training_data: str | None = None,
                     dataset: dict | None = None, metrics: dict[str, float] | None = None,
-                    metrics_measured_on: str | None = None, sample_grid: bool = True,
+                    metrics_measured_on: str | None = None, evaluation: Any = None, sample_grid: bool = True,
                     extra: dict[str, Any] | None = None, repo_id: str | None = None, license: str = "mit") -> Path:
-    """Write a generator as a pretrained folder: config.json, model.safetensors, samples.png and README.md.
+    """Write a generator as a pretrained folder (config.json, model.safetensors, samples.png, README.md), then load it
+    back with ``strict=True`` and check that it draws the same images.
+
+    A generator from ``fit`` or :func:`medgan_core.load_generator` knows its model, classes, training data and step
+    (``generator.info``): every argument left at None is taken from there.
 
     Args:
         generator: a medgan generator (with ``.config``), e.g. ``FitResult.generator``.
@@ -74,18 +78,33 @@ def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str
         training_data: name of the training set, shown in the card (``"kaggle:brain-tumor-mri"``).
         dataset: the training data's identity (``ImageSet.dataset``), so comparisons can check what it was trained on.
         metrics: metric name -> value actually computed for this generator (``{"fid": 41.3}``); the card
-            says "no metrics computed yet" when empty (``RunEvaluation.card_metrics()``).
-        metrics_measured_on: what the metrics were measured on, shown under them (``RunEvaluation.measured_on()``).
+            says "no metrics computed yet" when empty.
+        metrics_measured_on: what the metrics were measured on, shown under them.
+        evaluation: a :class:`medgan_core.evaluate.RunEvaluation`: its metrics and what they were measured on.
         sample_grid: render ``samples.png`` (seed :data:`SAMPLE_SEED`, one row per class when conditional).
-        extra: more JSON-serialisable facts kept in ``config.json`` (e.g. the training step).
+        extra: more JSON-serialisable facts kept in ``config.json`` (default: the training step and checkpoint).
         repo_id: Hub id used in the card's usage snippet; a placeholder when ``None``.
         license: license identifier for the card's front matter.
     Returns:
         The folder.
     Raises:
-        ValueError: when ``model_name`` is not the generator's model, or a conditional generator gets a wrong
-            number of class names.
+        ValueError: when ``model_name`` is missing or not the generator's model, or a conditional generator gets a
+            wrong number of class names.
+        PretrainedError: when the written folder does not load back to the same generator.
     """
+    info = getattr(generator, "info", None)
+    if info is not None:
+        model_name = model_name or info.model
+        class_names = class_names if class_names is not None else (info.class_names or info.training_classes)
+        training_data = training_data or info.training_data
+        dataset = dataset if dataset is not None else info.dataset
+        extra = extra if extra is not None else {"step": info.step, "source": Path(info.source).name}
+    if evaluation is not None:
+        metrics = metrics if metrics is not None else evaluation.card_metrics()
+        metrics_measured_on = metrics_measured_on or evaluation.measured_on()
+    if model_name is None:
+        raise ValueError("pass model_name= (the registry name the generator was built with); only generators from "
+                         "fit or load_generator know it")
     spec = get_model_spec(model_name)
     if not isinstance(generator.config, spec.config_cls):
         raise ValueError(f"the generator's config is a {type(generator.config).__name__}, but model "
@@ -114,7 +133,18 @@ def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str
     else:
         (folder / SAMPLES_NAME).unlink(missing_ok=True)  # a stale grid would contradict the new card
     atomic_write_text(folder / CARD_NAME, _model_card(config, spec.description, sample_grid, repo_id, license))
+    _check_round_trip(generator, folder)
     return folder
+
+
+def _check_round_trip(generator: nn.Module, folder: Path) -> None:
+    """The written folder must rebuild the same generator (weights loaded with strict=True, same images)."""
+    reloaded = from_pretrained(folder, device=next(generator.parameters()).device)
+    labels = fixed_labels(4, num_classes_of(generator)) if num_classes_of(generator) else None
+    if not torch.allclose(sample(reloaded, 4, labels, seed=SAMPLE_SEED), sample(generator, 4, labels, seed=SAMPLE_SEED),
+                          atol=1e-5):
+        raise PretrainedError(f"{folder} does not load back to the generator that was saved (its images differ); "
+                              "nothing else was changed, please report this")
 
 
 def load_config(repo_id_or_path: str | Path, *, revision: str | None = None) -> dict[str, Any]:
@@ -180,18 +210,18 @@ def from_pretrained(repo_id_or_path: str | Path, *, revision: str | None = None,
     return generator.to(device, memory_format=torch.channels_last).eval()  # ~1.4x faster sampling on CPU
 
 
-def push_to_hub(generator: nn.Module, repo_id: str, *, model_name: str, token: str | None = None,
+def push_to_hub(generator: nn.Module, repo_id: str, *, model_name: str | None = None, token: str | None = None,
                 private: bool = False, commit_message: str = "Upload MedGAN generator", **card_fields: Any) -> str:
     """Upload a generator as a Hub model repo (created if needed) with its model card and sample grid.
 
     Args:
         generator: a medgan generator.
         repo_id: ``"owner/name"`` (or ``"name"`` for your own account).
-        model_name: the registry name the generator was built with.
+        model_name: the registry name the generator was built with (default: ``generator.info.model``).
         token: Hub token; ``None`` uses the one stored by ``hf auth login``.
         private: create the repo as private (an existing repo keeps its visibility).
         commit_message: message of the upload commit.
-        **card_fields: passed to :func:`save_pretrained` (``class_names``, ``training_data``, ``metrics``, ...).
+        **card_fields: passed to :func:`save_pretrained` (``evaluation``, ``class_names``, ``metrics``, ...).
     Returns:
         The repo URL.
     Raises:

@@ -99,17 +99,33 @@ def load_generator(source: str | Path, *, device: str | torch.device = "cpu", us
         raise ValueError(f"revision={revision!r} applies to Hub ids, but {source} is a local path")
     generator, checkpoint = generator_from_checkpoint(path, use_ema=use_ema, device=device,
                                                       expected_model=expected_model)
-    meta = checkpoint.meta
-    data = meta.get("data") or {}
-    names = tuple(data.get("class_names") or ())
-    generator.info = GeneratorInfo(
-        model=meta["model"], class_names=names if num_classes_of(generator) else (),
-        output_shape=tuple(generator.output_shape), source=str(checkpoint.path), kind="checkpoint",
-        format_version=checkpoint.format_version, weights=checkpoint.generator_prefix(use_ema),
-        training_classes=names, dataset=data.get("dataset") or {}, training_data=dataset_name(meta),
-        step=meta.get("step"), images_seen=meta.get("images_seen"), meta=meta)
+    generator.info = checkpoint_info(checkpoint.meta, generator, source=checkpoint.path,
+                                     format_version=checkpoint.format_version,
+                                     weights=checkpoint.generator_prefix(use_ema))
     _check_class_count(generator)
     return generator
+
+
+def checkpoint_info(meta: dict[str, Any], generator: nn.Module, *, source: str | Path, format_version: int,
+                    weights: str) -> GeneratorInfo:
+    """The :class:`GeneratorInfo` of a generator rebuilt from (or just saved as) a training checkpoint.
+
+    Args:
+        meta: the checkpoint's JSON metadata.
+        generator: the generator built from it.
+        source: the checkpoint file.
+        format_version: the file's format version.
+        weights: ``"G_ema"`` or ``"G"``.
+    Returns:
+        The info (``fit`` attaches it to ``FitResult.generator``; :func:`load_generator` to what it loads).
+    """
+    data = meta.get("data") or {}
+    names = tuple(data.get("class_names") or ())
+    return GeneratorInfo(
+        model=meta["model"], class_names=names if num_classes_of(generator) else (),
+        output_shape=tuple(generator.output_shape), source=str(source), kind="checkpoint",
+        format_version=format_version, weights=weights, training_classes=names, dataset=data.get("dataset") or {},
+        training_data=dataset_name(meta), step=meta.get("step"), images_seen=meta.get("images_seen"), meta=meta)
 
 
 def _load_pretrained(source: str, device: str | torch.device, revision: str | None,

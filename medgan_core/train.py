@@ -36,10 +36,11 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .augment import build_augment
-from .checkpoint import (Checkpoint, CheckpointError, checkpoint_name, load_checkpoint, load_newest_readable,
-                         optimizer_meta, optimizer_tensors, save_checkpoint)
+from .checkpoint import (FORMAT_VERSION, Checkpoint, CheckpointError, checkpoint_name, load_checkpoint,
+                         load_checkpoint_meta, load_newest_readable, optimizer_meta, optimizer_tensors, save_checkpoint)
 from .config import DataConfig, TrainConfig, to_dict
 from .data import BatchStream, ImageSet
+from .loading import checkpoint_info
 from .fileio import atomic_write_text
 from .losses import OBJECTIVES, Objective
 from .registry import ModelSpec, build_model, get_model_spec, make_config
@@ -602,6 +603,9 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
         logger.write_samples(state.G_ema, f"stage-{batches.stage.index}", recipe.use_amp)
     if last_checkpoint is None or Path(last_checkpoint).name != checkpoint_name(state.step):
         last_checkpoint = save()  # e.g. resumed a run that was already complete
+    # what the generator is (model, classes, data identity, step): export, Hub and plots read it
+    state.G_ema.info = checkpoint_info(load_checkpoint_meta(last_checkpoint), state.G_ema, source=last_checkpoint,
+                                       format_version=FORMAT_VERSION, weights="G_ema")
     return FitResult(run_dir, state.step, stopped, state.G_ema, state.D, Path(last_checkpoint), logger.frame())
 
 
