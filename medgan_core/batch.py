@@ -35,7 +35,15 @@ from .fileio import atomic_write_text
 from .registry import list_models
 from .runtime import output_root
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+def _notebook_dir() -> Path:
+    """The notebooks: a checkout's ``notebooks/`` (edited in place), else the copy inside the installed package."""
+    checkout = Path(__file__).resolve().parents[1] / "notebooks"
+    if (checkout / "01_dcgan.ipynb").is_file():
+        return checkout
+    return Path(__file__).resolve().parent / "notebooks"  # where the wheel puts them (pyproject.toml: package-dir)
+
+
+NOTEBOOK_DIR = _notebook_dir()
 
 # Demo: <= 5 minutes of CPU training per notebook (~3,300 steps on 2 cores), recognisable brains at 64 px.
 # Batch 32 and half-width nets: on CPU more, cheaper updates beat fewer, bigger ones in a fixed time.
@@ -44,7 +52,7 @@ _DEMO_COMMON = {"dataset": "demo", "image_size": 64, "batch_size": 32, "max_step
 PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "demo": [
         ("01_dcgan", _DEMO_COMMON),
-        # the dementia-stage cDCGAN recipe's D learning rate (5e-5) left D at chance and G collapsed in short CPU runs: use 2e-4 here
+        # the dementia-stage recipe's D lr (5e-5) left D at chance and G collapsed in short CPU runs: 2e-4 here
         ("02_conditional_dcgan", {**_DEMO_COMMON, "lr_d": 2e-4}),
     ],
     # every notebook on the demo set, then the comparison: ~32 minutes on 2 CPU cores (27 measured before 05)
@@ -238,6 +246,22 @@ def run_compare(dataset: str, out_dir: str | Path, *, models: list[str] | None =
     return summary
 
 
+def find_notebook(name: str | Path) -> Path:
+    """A notebook path, or the name of a shipped notebook (``01_dcgan`` or ``01_dcgan.ipynb``).
+
+    Raises:
+        SystemExit: naming the shipped notebooks when it is neither.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path.resolve()
+    shipped = NOTEBOOK_DIR / f"{path.name.removesuffix('.ipynb')}.ipynb"
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
+    raise SystemExit(f"notebook {str(name)!r} not found: pass a notebook file or one of the shipped notebooks {names}")
+
+
 def _key_values(pairs: list[str], flag: str) -> list[tuple[str, str]]:
     parsed = []
     for pair in pairs:
@@ -257,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("-p", "--param", action="append", default=[], help="override a parameter: key=value")
         p.add_argument("--out", help="output folder (default: runs/<timestamp>)")
     run = sub.add_parser("run", help="run notebooks over a parameter grid")
-    run.add_argument("notebooks", nargs="+", type=Path)
+    run.add_argument("notebooks", nargs="+", help="notebook files, or names of the shipped ones (01_dcgan, ...)")
     run.add_argument("-p", "--param", action="append", default=[], help="fixed parameter: key=value")
     run.add_argument("--grid", action="append", default=[], help="swept parameter: key=v1,v2,...")
     run.add_argument("--out", help="output folder (default: runs/<timestamp>)")
@@ -289,11 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                               compare_parameters=compare_only)
         return _report(summary, out_dir, started)
     if args.command == "run":
-        missing = [str(n) for n in args.notebooks if not n.is_file()]
-        if missing:
-            raise SystemExit(f"notebook(s) not found: {missing}")
+        notebooks = [find_notebook(n) for n in args.notebooks]
         grid = {k: [parse_value(v) for v in values.split(",")] for k, values in _key_values(args.grid, "--grid")}
-        jobs = grid_jobs([n.resolve() for n in args.notebooks], fixed, grid)
+        jobs = grid_jobs(notebooks, fixed, grid)
     else:
         jobs = profile_jobs(args.command, fixed)
     return _report(run_jobs(jobs, out_dir), out_dir, started)
