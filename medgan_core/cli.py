@@ -48,6 +48,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(handler=run_info)
 
+    bundle = sub.add_parser("kaggle-bundle", help="a Kaggle dataset that installs medgan_core with Internet off")
+    bundle.add_argument("--out", type=Path, required=True, help="the bundle folder")
+    bundle.add_argument("--owner", required=True, help="your Kaggle user name")
+    bundle.add_argument("--slug", default="medgan-core-bundle", help="the dataset's slug")
+    bundle.add_argument("--no-download", action="store_true", help="only medgan_core's wheel (no PyPI access)")
+    bundle.set_defaults(handler=run_kaggle_bundle)
+
+    kernels = sub.add_parser("kaggle-kernels", help="one folder per notebook for `kaggle kernels push -p`")
+    kernels.add_argument("--out", type=Path, required=True, help="where the kernel folders go")
+    kernels.add_argument("--owner", required=True, help="your Kaggle user name")
+    kernels.add_argument("--data", help="the Kaggle dataset to train on, owner/slug (default: the demo set)")
+    kernels.add_argument("--bundle", help="the bundle dataset, owner/slug (default: <owner>/medgan-core-bundle)")
+    kernels.add_argument("--notebook", action="append", help="only this notebook (repeatable; default: all)")
+    kernels.add_argument("--no-gpu", action="store_true", help="enable_gpu false")
+    kernels.add_argument("--internet", action="store_true", help="enable_internet true (not needed with the bundle)")
+    kernels.set_defaults(handler=run_kaggle_kernels)
+
 
 def _source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a run folder, a checkpoint file, a save_pretrained folder or a Hub id")
@@ -137,6 +154,27 @@ def run_export(args: argparse.Namespace) -> int:
     manifest = json.loads((folder / "manifest.json").read_text())
     print(f"{sum(manifest['counts'].values())} images {manifest['counts']} -> {folder}/"
           + ("" if args.no_zip else f" and {folder.with_suffix('.zip')}"))
+    return 0
+
+
+def run_kaggle_bundle(args: argparse.Namespace) -> int:
+    """``medgan kaggle-bundle``: see :func:`medgan_core.kaggle.write_bundle`."""
+    from .kaggle import write_bundle
+
+    folder = write_bundle(args.out, args.owner, download=not args.no_download, slug=args.slug)
+    print(f"bundle -> {folder}/ ({', '.join(sorted(p.name for p in folder.glob('*.whl')))}); "
+          f"upload it with: kaggle datasets create -p {folder}")
+    return 0
+
+
+def run_kaggle_kernels(args: argparse.Namespace) -> int:
+    """``medgan kaggle-kernels``: see :func:`medgan_core.kaggle.write_kernels`."""
+    from .kaggle import KERNEL_NOTEBOOKS, write_kernels
+
+    folders = write_kernels(args.out, args.owner, data=args.data, bundle=args.bundle,
+                            notebooks=tuple(args.notebook or KERNEL_NOTEBOOKS), gpu=not args.no_gpu,
+                            internet=args.internet)
+    print(f"{len(folders)} kernel folder(s) in {args.out}/; run one with: kaggle kernels push -p {folders[0]}")
     return 0
 
 
