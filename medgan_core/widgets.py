@@ -8,14 +8,18 @@ per tick.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import ipywidgets as widgets
 import torch.nn as nn
 from matplotlib.figure import Figure
 
 from .plotting import figure_png, plot_interpolation, show_images
-from .sampling import class_names_for, sample, supports_truncation
+from .sampling import class_names_for, png_bytes, sample, supports_truncation
+
+if TYPE_CHECKING:
+    from .turing import Trials
 
 MAX_SEED = 9999
 
@@ -102,6 +106,70 @@ def truncation_explorer(generator: nn.Module, class_names: Sequence[str] | None 
         return show_images(sample(generator, n, label, seed=seed, truncation_psi=psi), title=title)
 
     return _live_figure(controls, render)
+
+
+def turing_test(trials: "Trials", folder: str | Path, reader: str, *, ask_confidence: bool = True,
+                ask_class: bool = False, display_size: int = 256) -> widgets.VBox:
+    """The visual Turing test: one image at a time, Real / Synthetic buttons, each answer saved as it is given.
+
+    A reader who comes back (same ``folder`` and ``reader``) continues at the first unanswered image.
+
+    Args:
+        trials: from :func:`medgan_core.turing.build_trials`.
+        folder: where ``turing-<reader>.csv`` is appended to.
+        reader: the reader's name.
+        ask_confidence: a 1-5 confidence slider, saved with each answer.
+        ask_class: a class dropdown (the reader's guess of the class), saved with each answer.
+        display_size: on-screen width in pixels; the image keeps its resolution, scaled with nearest neighbours.
+    Returns:
+        The widget; ``widget.answers`` is the :class:`medgan_core.turing.AnswerLog`.
+    """
+    from .turing import AnswerLog
+
+    log = AnswerLog(folder, reader, trials)
+    classes = sorted(set(trials.table["class"]))
+    picture = widgets.Image(format="png", layout=widgets.Layout(width=f"{display_size}px",
+                                                                height=f"{display_size}px"))
+    picture.add_class("medgan-pixelated")
+    status = widgets.Label()
+    confidence = widgets.IntSlider(value=3, min=1, max=5, description="confidence")
+    class_guess = widgets.Dropdown(options=classes, description="class")
+    buttons = {answer: widgets.Button(description=answer.capitalize(), button_style=style)
+               for answer, style in (("real", "success"), ("synthetic", "warning"))}
+    rows = [widgets.HBox(list(buttons.values()))]
+    rows += [confidence] if ask_confidence else []
+    rows += [class_guess] if ask_class else []
+
+    def show() -> None:
+        trial = log.next_trial
+        done = len(log.answers)
+        if trial is None:
+            status.value = f"{reader}: all {len(trials)} images answered, thank you (saved to {log.path})"
+            for button in buttons.values():
+                button.disabled = True
+            return
+        image = trials.images[trial]
+        array = image.permute(1, 2, 0).numpy()
+        picture.value = png_bytes(array[..., 0] if array.shape[2] == 1 else array)
+        status.value = f"{reader}: image {done + 1} of {len(trials)} (answers saved to {log.path.name})"
+
+    def answer_with(answer: str) -> Callable[[widgets.Button], None]:
+        def on_click(_button: widgets.Button) -> None:
+            trial = log.next_trial
+            if trial is None:
+                return
+            log.record(trial, answer, confidence.value if ask_confidence else None,
+                       class_guess.value if ask_class else None)
+            show()
+        return on_click
+
+    for answer, button in buttons.items():
+        button.on_click(answer_with(answer))
+    show()
+    box = widgets.VBox([widgets.HTML("<style>.medgan-pixelated img, img.medgan-pixelated "
+                                     "{image-rendering: pixelated;}</style>"), status, picture, *rows])
+    box.answers = log
+    return box
 
 
 def _seed_slider(description: str, value: int) -> widgets.IntSlider:
