@@ -49,7 +49,8 @@ class TrainConfig:
     keep_checkpoints: int = 2  # most recent checkpoints kept on disk
     max_minutes: float | None = None  # wall-clock budget: stop cleanly and checkpoint before it
     device: str = "auto"  # "auto" picks CUDA when present
-    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    amp: bool | str = True  # True: float16 autocast + GradScaler on CUDA, off on CPU; "bf16": bfloat16 on any device
+                            # (the same code path on a CPU, which is how the tests cover it); False: off
     channels_last: bool = True
     progress: bool = True  # tqdm progress bar
     loss_options: dict[str, Any] = field(default_factory=dict)  # options of the model's loss recipe (e.g. gp_lambda)

@@ -64,6 +64,25 @@ class FitResult:
     history: pd.DataFrame
 
 
+def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``TrainConfig.amp`` on ``device`` (None: full precision).
+
+    Raises:
+        ValueError: for an unknown setting, or float16 asked for on a CPU.
+    """
+    if amp is False:
+        return None
+    if amp is True:
+        return torch.float16 if device.type == "cuda" else None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError("amp='fp16' needs CUDA; on a CPU use amp='bf16' or amp=False")
+        return torch.float16
+    raise ValueError(f"amp must be True, False, 'bf16' or 'fp16', got {amp!r}")
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; any other torch device string is used as is."""
     if name == "auto":
@@ -169,7 +188,11 @@ class Recipe:
     objective: Objective
     loss_options: dict[str, Any]  # the objective's options, automatic values filled in
     device: torch.device
-    use_amp: bool
+    amp_dtype: torch.dtype | None  # autocast dtype; None: full precision
+
+    @property
+    def use_amp(self) -> bool:
+        return self.amp_dtype is not None
 
     @classmethod
     def create(cls, model: str, data: ImageSet, train: TrainConfig, model_config: dict | None) -> "Recipe":
@@ -179,7 +202,9 @@ class Recipe:
         objective = OBJECTIVES[spec.objective]
         options = objective.resolve_options(train.loss_options, data.image_size, train.batch_size)
         device = resolve_device(train.device)
-        return cls(model, spec, config, train, objective, options, device, train.amp and device.type == "cuda")
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes per stage: let cuDNN pick the fastest kernels
+        return cls(model, spec, config, train, objective, options, device, amp_dtype(train.amp, device))
 
     @property
     def d_reg_every(self) -> int:
@@ -190,7 +215,7 @@ class Recipe:
         return self.objective.reg_interval(self.objective.g_reg, self.loss_options)
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, enabled=self.use_amp)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
 
 
 @dataclass(frozen=True)
@@ -304,13 +329,14 @@ class TrainState:
                    make_optimizer(train.optimizer, D.parameters(), lr_d, betas_d),
                    torch.amp.GradScaler(device.type, enabled=recipe.use_amp),
                    torch.amp.GradScaler(device.type, enabled=recipe.use_amp),
-                   torch.Generator(device).manual_seed(train.seed + 1),
+                   torch.Generator().manual_seed(train.seed + 1),  # on the CPU: the same latents on any device
                    build_augment(train.augment, **train.augment_options).to(device),
                    recipe.objective.initial_state(device))
 
     def latents(self, n: int, z_dim: int) -> torch.Tensor:
-        """``n`` training latents from the state's own noise generator."""
-        return torch.randn(n, z_dim, device=self.noise.device, generator=self.noise)
+        """``n`` training latents from the state's own (CPU) noise generator, moved to the networks' device."""
+        device = next(self.G.parameters()).device
+        return torch.randn(n, z_dim, generator=self.noise).to(device, non_blocking=True)
 
     def save(self, path: Path, description: dict[str, Any]) -> Path:
         """One checkpoint holding every tensor of the state plus ``description`` and the counters."""
@@ -320,8 +346,9 @@ class TrainState:
         tensors.update(optimizer_tensors("opt_d", self.opt_d))
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.noise"] = self.noise.get_state()
-        if self.noise.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.noise.device)
+        device = next(self.G.parameters()).device
+        if device.type == "cuda":  # augmentation and dropout-like draws on the GPU
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
         meta = {**description, "step": self.step, "batches_seen": self.batches_seen, "images_seen": self.images_seen,
                 "optimizers": {"opt_g": optimizer_meta(self.opt_g), "opt_d": optimizer_meta(self.opt_d)},
                 "scalers": {"g": self.scaler_g.state_dict(), "d": self.scaler_d.state_dict()},
@@ -350,12 +377,14 @@ class TrainState:
             self.objective_state[name].copy_(checkpoint.tensors[key])
         checkpoint.load_optimizer("opt_g", self.opt_g)
         checkpoint.load_optimizer("opt_d", self.opt_d)
-        self.scaler_g.load_state_dict(meta["scalers"]["g"])
-        self.scaler_d.load_state_dict(meta["scalers"]["d"])
+        for scaler, saved in ((self.scaler_g, meta["scalers"]["g"]), (self.scaler_d, meta["scalers"]["d"])):
+            if saved:  # empty when saved without AMP (e.g. on a CPU): a scaler resumed on CUDA starts fresh
+                scaler.load_state_dict(saved)
         torch.set_rng_state(checkpoint.tensors["rng.torch"])
         self.noise.set_state(checkpoint.tensors["rng.noise"])
-        if "rng.cuda" in checkpoint.tensors and self.noise.device.type == "cuda":
-            torch.cuda.set_rng_state(checkpoint.tensors["rng.cuda"], self.noise.device)
+        device = next(self.G.parameters()).device
+        if "rng.cuda" in checkpoint.tensors and device.type == "cuda":
+            torch.cuda.set_rng_state(checkpoint.tensors["rng.cuda"], device)
         self.step, self.batches_seen, self.images_seen = (meta[k] for k in ("step", "batches_seen", "images_seen"))
         self._apply_current_settings(checkpoint, recipe)
 
@@ -521,9 +550,9 @@ class RunLogger:
         self.progress.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", ips=f"{row['img_per_s']:.0f}")
         self._new_window()
 
-    def write_samples(self, G_ema: nn.Module, name: str, use_amp: bool) -> None:
+    def write_samples(self, G_ema: nn.Module, name: str, autocast: torch.autocast) -> None:
         """A grid of G_ema on the run's fixed latents (and labels) as ``samples/<name>.png``."""
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=use_amp):
+        with torch.no_grad(), autocast:
             images = G_ema(self.sample_z, self.sample_labels)
         save_grid(images.float(), self.run_dir / "samples" / f"{name}.png")
 
@@ -581,7 +610,7 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
         stage = schedule.stage(state.step)
         finished = batches.enter(stage, state.step)
         if finished is not None:
-            logger.write_samples(state.G_ema, f"stage-{finished.index}", recipe.use_amp)
+            logger.write_samples(state.G_ema, f"stage-{finished.index}", recipe.autocast())
         schedule.apply(stage, state.G, state.D, state.G_ema)
         stats = train_step(state, recipe, batches, schedule.images_in_stage(stage, state.step))
         logger.record(state.step, stats, stage.batch_size * train.n_critic)
@@ -590,7 +619,7 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
             logger.check_finite(model, last_checkpoint)
             logger.write_row(state, stage, len(data), bool(schedule.growth))
         if state.step % train.sample_every == 0 or done or out_of_time:
-            logger.write_samples(state.G_ema, f"step-{state.step:08d}", recipe.use_amp)
+            logger.write_samples(state.G_ema, f"step-{state.step:08d}", recipe.autocast())
         if state.step % train.checkpoint_every == 0 or done or out_of_time:
             last_checkpoint = save()
         if on_step is not None:
@@ -600,7 +629,7 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
             break
     logger.progress.close()
     if schedule.growth and batches.stage is not None:
-        logger.write_samples(state.G_ema, f"stage-{batches.stage.index}", recipe.use_amp)
+        logger.write_samples(state.G_ema, f"stage-{batches.stage.index}", recipe.autocast())
     if last_checkpoint is None or Path(last_checkpoint).name != checkpoint_name(state.step):
         last_checkpoint = save()  # e.g. resumed a run that was already complete
     # what the generator is (model, classes, data identity, step): export, Hub and plots read it

@@ -274,3 +274,35 @@ def test_stylegan2_lazy_regularisers_run_on_their_intervals_and_are_logged(tmp_p
     lr, betas = meta["optimizers"]["opt_d"]["param_groups"][0]["lr"], meta["optimizers"]["opt_d"]["param_groups"][0]["betas"]
     assert math.isclose(lr, 2.5e-3 * 2 / 3) and math.isclose(betas[1], 0.99 ** (2 / 3))
     assert meta["loss_options"]["r1_gamma"] == 0.0002 * 32 ** 2 / 8  # the automatic rule, recorded
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp", "progan", "stylegan2", "cstylegan2"])
+def test_the_amp_path_runs_for_every_model_with_bfloat16_on_the_cpu(tmp_path, model):
+    """The CUDA branch (autocast + GradScaler) exercised on a CPU with bfloat16, so a typo in it fails here."""
+    config = tiny_train_config(2, 2, amp="bf16", **MODEL_TRAIN.get(model, {}))
+    result = fit(model, tiny_image_set(), config, tmp_path, model_config=MODEL_CONFIG.get(model, TINY_MODEL))
+    assert result.step == 2 and result.history[["d_loss", "g_loss"]].notna().all().all()
+    scalers = load_checkpoint(result.checkpoint).meta["scalers"]
+    assert scalers["g"]["scale"] > 0 and scalers["d"]["scale"] > 0  # the scalers ran (an unused one saves {})
+
+
+def test_a_run_resumes_with_amp_switched_on_and_off_naming_the_change(tmp_path):
+    """Saved without AMP (as on a CPU), resumed with it (as on CUDA): the scaler starts fresh; and back."""
+    data = tiny_image_set()
+    fit("dcgan", data, tiny_train_config(2, 2, amp=False), tmp_path, model_config=TINY_MODEL)
+    with pytest.warns(UserWarning, match="amp False -> 'bf16'"):
+        resumed = fit("dcgan", data, tiny_train_config(4, 2, amp="bf16"), tmp_path, model_config=TINY_MODEL)
+    assert resumed.step == 4 and load_checkpoint(resumed.checkpoint).meta["scalers"]["g"]
+    with pytest.warns(UserWarning, match="amp 'bf16' -> False"):
+        assert fit("dcgan", data, tiny_train_config(6, 2, amp=False), tmp_path, model_config=TINY_MODEL).step == 6
+    with pytest.raises(ValueError, match="amp='fp16' needs CUDA"):
+        fit("dcgan", data, tiny_train_config(1, 1, amp="fp16"), tmp_path / "fp16", model_config=TINY_MODEL)
+
+
+def test_training_latents_come_from_a_cpu_generator_whatever_the_device():
+    from medgan_core.train import Recipe, TrainState
+
+    state = TrainState.create(Recipe.create("dcgan", tiny_image_set(), tiny_train_config(1, 1), TINY_MODEL))
+    assert state.noise.device.type == "cpu"  # the same latents on CPU and CUDA, so a run can move between them
+    expected = torch.randn(3, TINY_MODEL["z_dim"], generator=torch.Generator().manual_seed(7 + 1))
+    assert torch.equal(state.latents(3, TINY_MODEL["z_dim"]), expected)
