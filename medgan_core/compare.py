@@ -247,14 +247,16 @@ class Comparison:
         return out
 
 
-def evaluation_key(generator: nn.Module, real_test: ImageSet, extractors: Sequence[FeatureExtractor], *,
-                   n_samples: int, seed: int, n_boot: int, k: int, per_class: bool) -> dict[str, Any]:
+def evaluation_key(generator: nn.Module, real_train: ImageSet, real_test: ImageSet,
+                   extractors: Sequence[FeatureExtractor], *, n_samples: int, seed: int, n_boot: int, k: int,
+                   per_class: bool) -> dict[str, Any]:
     """Everything a model's scores depend on: equal keys give equal scores, so saved ones can be reused.
 
     Args:
         generator: the scored generator (its exact weights count, not its name).
+        real_train: the real training split (relative FD's reference, the memorization audit).
         real_test: the real test split.
-        extractors: the feature extractors (names and weights hashes).
+        extractors: the feature extractors (names and weights hashes; the first one also runs the audit).
         n_samples: generated images.
         seed: latent seed base.
         n_boot: bootstrap resamples.
@@ -263,8 +265,9 @@ def evaluation_key(generator: nn.Module, real_test: ImageSet, extractors: Sequen
     Returns:
         A JSON-ready dict.
     """
-    return {"generator_sha256": state_dict_sha256(generator), "test_split": real_test.cache_key,
-            "extractors": sorted(list(extractor_identity(extractor)) for extractor in extractors),
+    return {"generator_sha256": state_dict_sha256(generator), "train_split": real_train.cache_key,
+            "test_split": real_test.cache_key,
+            "extractors": [list(extractor_identity(extractor)) for extractor in extractors],
             "n_samples": n_samples, "seed": seed, "n_boot": n_boot, "k": k, "per_class": per_class}
 
 
@@ -340,9 +343,9 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
             if entry.history is not None:
                 histories[name] = entry.history
         samples[name] = synthetic.images[_grid_rows(synthetic, n_grid)].float() / 127.5 - 1
-        key = entry and evaluation_key(entry.generator, real_test, extractors, n_samples=n_samples, seed=seed,
-                                       n_boot=n_boot, k=k, per_class=per_class)
-        saved = entry and _saved_evaluation(entry, key)
+        key = entry and evaluation_key(entry.generator, real_train, real_test, extractors, n_samples=n_samples,
+                                       seed=seed, n_boot=n_boot, k=k, per_class=per_class)
+        saved = entry and memorization_extractor is None and _saved_evaluation(entry, key)
         if saved:  # the run's Evaluate section scored these very images the same way
             line.update({metric: value for metric, value in saved["metrics"].items() if metric not in line})
             rows += [{**row, "model": name} for row in saved["scores"]]

@@ -23,6 +23,7 @@ class DataConfig:
     test_fraction: float = 0.2  # held out when a folder has no Training/Testing split
     seed: int = 0  # drives the split, subsets and the demo set
     cache_dir: str | None = None  # decoded-tensor cache; default $MEDGAN_CACHE or ~/.cache/medgan
+    class_order: tuple[str, ...] | None = None  # label order (e.g. disease stages); None: a known order, else A-Z
 
 
 @dataclass

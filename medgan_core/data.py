@@ -45,6 +45,11 @@ KAGGLE_SHORTCUTS = {
     "brain-tumor-yes-no": "navoneel/brain-mri-images-for-brain-tumor-detection",
 }
 _IGNORED_FOLDERS = frozenset({"__MACOSX"})  # macOS zip artefacts, never a class
+# Class sets with a natural order, used when DataConfig.class_order is None (labels, sliders, exports follow it)
+KNOWN_CLASS_ORDERS = (
+    ("NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"),  # kaggle:alzheimer-4class (CDR stages)
+    ("Non_Demented", "Very_Mild_Demented", "Mild_Demented", "Moderate_Demented"),  # the same set, other spelling
+)
 _KAGGLE_HANDLE = re.compile(r"^([\w.-]+)/([\w.-]+)(?:/versions/(\d+))?$")
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -385,7 +390,7 @@ def dataset_identity(root: str | os.PathLike, class_names: Sequence[str]) -> dic
 
     Args:
         root: the dataset folder holding every split (``Training``/``Testing`` or the class folders).
-        class_names: the dataset's classes, in label order.
+        class_names: the dataset's classes, in label order (recorded; the fingerprint does not depend on the order).
     Returns:
         ``{"name": folder name, "fingerprint": 16 hex digits, "num_files": image files, "class_names": [...]}``.
     """
@@ -397,22 +402,46 @@ def dataset_identity(root: str | os.PathLike, class_names: Sequence[str]) -> dic
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 path = Path(folder, name)
                 files.append([path.relative_to(root).as_posix(), path.stat().st_size])
-    digest = hashlib.sha256(json.dumps({"files": files, "class_names": list(class_names)}).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps({"files": files, "class_names": sorted(class_names)}).encode()).hexdigest()
     return {"name": root.name, "fingerprint": digest[:16], "num_files": len(files), "class_names": list(class_names)}
 
 
-def identify_dataset(spec: str, cache_dir: str | os.PathLike | None = None, *, seed: int = 0) -> dict:
+def identify_dataset(spec: str, cache_dir: str | os.PathLike | None = None, *, seed: int = 0,
+                     class_order: Sequence[str] | None = None) -> dict:
     """The :func:`dataset_identity` of a dataset spec (``"demo"``, ``"kaggle:..."`` or a folder), without decoding.
 
     Args:
         spec: as for :func:`resolve_dataset`.
         cache_dir: as for :func:`resolve_dataset`.
         seed: seed of the demo set.
+        class_order: as ``DataConfig.class_order``.
     Returns:
         The identity that :func:`load_images` gives every split of this dataset.
     """
     layout = _scan_layout(resolve_dataset(spec, resolve_cache_dir(cache_dir), seed=seed), "train")
-    return dataset_identity(layout.root, layout.class_names)
+    return dataset_identity(layout.root, order_classes(layout.class_names, class_order))
+
+
+def order_classes(found: Sequence[str], class_order: Sequence[str] | None = None) -> list[str]:
+    """The label order of a dataset's classes: ``class_order`` when given, else a known order
+    (:data:`KNOWN_CLASS_ORDERS`, e.g. dementia stages from none to moderate), else alphabetical.
+
+    Args:
+        found: the class folder names.
+        class_order: every one of them, in the wanted order.
+    Returns:
+        The class names in label order.
+    Raises:
+        ValueError: when ``class_order`` misses a class or names one that is not there.
+    """
+    if class_order is not None:
+        missing, unknown = sorted(set(found) - set(class_order)), sorted(set(class_order) - set(found))
+        if missing or unknown or len(set(class_order)) != len(class_order):
+            raise ValueError(f"class_order must list each class once: the dataset has {sorted(found)}; missing "
+                             f"{missing}, not in the dataset {unknown}")
+        return list(class_order)
+    known = next((order for order in KNOWN_CLASS_ORDERS if set(order) == set(found)), None)
+    return list(known) if known else sorted(found)
 
 
 def describe_dataset(identity: dict | None) -> str:
@@ -551,6 +580,7 @@ def load_images(config: DataConfig) -> ImageSet:
     _check_config(config)
     cache_dir = resolve_cache_dir(config.cache_dir)
     layout = _scan_layout(resolve_dataset(config.dataset, cache_dir, seed=config.seed), config.split)
+    layout.class_names = order_classes(layout.class_names, config.class_order)
     chosen = _select_files(layout, config)
     if not chosen:
         raise DatasetLayoutError(f"The {config.split} split of {layout.folder} has no images "

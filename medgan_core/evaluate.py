@@ -261,7 +261,7 @@ def evaluate_run(generator: nn.Module, data_config: DataConfig, run_dir: str | P
                   "extractors": [extractor.name for extractor in extractors],
                   "latent_seeds": {name: seed + index for index, name in enumerate(synthetic.class_names)}},
         real_train=real_train, notes=list(comparison.notes),
-        key=evaluation_key(generator, real_test, extractors, n_samples=n_samples, seed=seed, n_boot=n_boot, k=k,
-                           per_class=True))
+        key=evaluation_key(generator, real_train, real_test, extractors, n_samples=n_samples, seed=seed,
+                           n_boot=n_boot, k=k, per_class=True))
     evaluation.save(run_dir)
     return evaluation

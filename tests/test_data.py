@@ -1,6 +1,7 @@
 """Tests for medgan_core.data: decoding awkward files, folder layouts, the tensor cache, batches and Kaggle specs."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -508,7 +509,7 @@ TUMOUR_CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 REAL_SETS = {
     "brain_tumor_mri_small": TUMOUR_CLASSES,
     "brain_tumor_mri_train": TUMOUR_CLASSES,
-    "alzheimer_small": ["MildDemented", "ModerateDemented", "NonDemented", "VeryMildDemented"],
+    "alzheimer_small": ["NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"],  # stage order
     "brain_tumor_yes_no": ["no", "yes"],
 }
 
@@ -535,3 +536,26 @@ def test_real_mixed_format_set_decodes_every_file(shared_data_dir, shared_cache_
     sizes = [len(load_images(DataConfig(dataset=str(shared_data_dir / "brain_tumor_yes_no"), split=split,
                                         cache_dir=str(shared_cache_dir), channels=3))) for split in ("train", "test")]
     assert sum(sizes) == 253
+
+
+def test_class_order_sets_the_labels_and_a_known_stage_order_is_the_default(tmp_path):
+    from medgan_core.data import identify_dataset, order_classes
+
+    root = tmp_path / "stages"
+    for name in ("MildDemented", "ModerateDemented", "NonDemented", "VeryMildDemented"):
+        (root / name).mkdir(parents=True)
+        for index in range(3):
+            Image.fromarray(np.full((8, 8), index * 40, np.uint8)).save(root / name / f"{index}.png")
+    config = DataConfig(dataset=str(root), cache_dir=str(tmp_path / "cache"), image_size=16)
+    stages = ["NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"]
+    data = load_images(config)
+    assert data.class_names == stages and data.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # not A-Z
+    chosen = ["ModerateDemented", "MildDemented", "VeryMildDemented", "NonDemented"]
+    reordered = load_images(dataclasses.replace(config, class_order=tuple(chosen)))
+    assert reordered.class_names == chosen
+    assert torch.equal(reordered.images[reordered.labels == 0], data.images[data.labels == 3])  # same images
+    assert reordered.dataset["fingerprint"] == data.dataset["fingerprint"] == identify_dataset(str(root))["fingerprint"]
+    assert order_classes(["b", "a"]) == ["a", "b"]
+    with pytest.raises(ValueError, match=r"missing \['NonDemented'\], not in the dataset \['Healthy'\]"):
+        load_images(dataclasses.replace(config, class_order=("Healthy", "VeryMildDemented", "MildDemented",
+                                                             "ModerateDemented")))
