@@ -221,11 +221,21 @@ def evaluate_run(generator: nn.Module, data_config: DataConfig, run_dir: str | P
         name: the model's display name (default: the run folder's name).
         progress: called with one line per step (None: silent).
     Returns:
-        The :class:`RunEvaluation`, or None when there is no evaluator for this dataset (the line printed says how
-        to get one).
+        The :class:`RunEvaluation`, or None when there is no evaluator for this dataset or the generator's images
+        are smaller than 16 px (the line printed says what to do).
     """
     run_dir = Path(run_dir)
     device = next(generator.parameters()).device
+    channels, size, _ = generator.output_shape
+    if (size, channels) != (data_config.image_size, data_config.channels):  # e.g. a ProGAN stopped by its budget
+        say = progress or (lambda line: None)
+        if size < 16:
+            say(f"the generator only makes {size} px images (a growing model stopped early): too small to score; "
+                "train it longer, then run this section again")
+            return None
+        say(f"the generator makes {channels}x{size} px images: the real images are scored at that size "
+            f"(not {data_config.channels}x{data_config.image_size})")
+        data_config = dataclasses.replace(data_config, image_size=size, channels=channels)
     real_train = load_images(data_config)
     real_test = load_images(dataclasses.replace(data_config, split="test"))
     evaluator, evaluator_file, found = choose_evaluator(

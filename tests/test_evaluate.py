@@ -87,3 +87,18 @@ def test_99_compare_reuses_a_run_evaluation_with_the_same_settings_and_says_so(r
     assert row["class consistency"] == evaluation.row["class consistency"] and "cdcgan" in reused.memorization
     computed = compare_models([load_entry(run_dir)], train, test, extractors, n_samples=18, **settings)
     assert not any("reused" in note for note in computed.notes)  # other sample settings: scored afresh
+
+
+def test_a_progan_stopped_early_is_scored_at_the_size_it_reached(run, capsys):
+    from medgan_core.registry import build_model
+
+    root, config, _ = run
+    G, _, _ = build_model("progan", image_size=32, base_features=8, z_dim=8)
+    G.set_growth(2, 1.0)  # 16 px of 32
+    evaluation = evaluate_run(G, config, root / "progan", runs_root=root / "runs", train_evaluator_minutes=0.05,
+                              n_samples=16, n_boot=10, k=3)
+    assert "the generator makes 1x16 px images" in capsys.readouterr().out
+    assert evaluation.comparison.samples["progan"].shape[-1] == 16
+    G.set_growth(1, 1.0)  # 8 px: too small for the data pipeline
+    assert evaluate_run(G, config, root / "progan", runs_root=root / "runs", n_samples=16) is None
+    assert "only makes 8 px images" in capsys.readouterr().out
