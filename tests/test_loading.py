@@ -109,3 +109,20 @@ def test_cli_sample_export_and_info(trained, tmp_path, capsys):
     assert len(list((out / "Training" / "glioma").iterdir())) == 3
     assert main(["info", str(tmp_path / "empty-nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_checkpoints_of_unknown_models_or_without_generator_weights_fail_clearly(tmp_path, capsys):
+    from medgan_core.checkpoint import save_checkpoint
+    from medgan_core.registry import build_model
+
+    unknown = save_checkpoint(tmp_path / "vae" / "step-00000001.safetensors", {"G.w": torch.zeros(1)},
+                              {"model": "vae", "model_config": {}, "data": {"class_names": []}})
+    with pytest.raises(CheckpointError, match="cannot be rebuilt: .*unknown model 'vae'; registered models"):
+        load_generator(unknown)
+    _, D, config = build_model("dcgan", **TINY_GAN)
+    critic_only = save_checkpoint(tmp_path / "d" / "step-00000001.safetensors",
+                                  {f"D.{k}": v for k, v in D.state_dict().items()},
+                                  {"model": "dcgan", "model_config": vars(config), "data": {"class_names": []}})
+    with pytest.raises(CheckpointError, match="weights 'G' do not fit the model"):
+        load_generator(critic_only)
+    assert main(["info", str(critic_only)]) == 2 and "weights 'G' do not fit" in capsys.readouterr().err
