@@ -24,6 +24,8 @@ class DataConfig:
     seed: int = 0  # drives the split, subsets and the demo set
     cache_dir: str | None = None  # decoded-tensor cache; default $MEDGAN_CACHE or ~/.cache/medgan
     class_order: tuple[str, ...] | None = None  # label order (e.g. disease stages); None: a known order, else A-Z
+    subject_pattern: str | None = None  # "adni", "oasis" or a regex with (?P<subject>...) on file names: the
+                                        # held-out test split is then drawn by subject, never by slice
 
 
 @dataclass

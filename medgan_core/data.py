@@ -45,6 +45,11 @@ KAGGLE_SHORTCUTS = {
     "brain-tumor-yes-no": "navoneel/brain-mri-images-for-brain-tumor-detection",
 }
 _IGNORED_FOLDERS = frozenset({"__MACOSX"})  # macOS zip artefacts, never a class
+# Subject ids in slice file names (matched on the name without extension)
+SUBJECT_PATTERNS = {
+    "adni": r"^(?P<subject>.+?)_\d+$",  # <subject>_<slice>, as in the ADNI AD/NC slice sets
+    "oasis": r"^(?P<subject>OAS\d_\d+)_MR\d+",  # OAS1_0001_MR1_..., OASIS-1 sessions of one subject
+}
 # Class sets with a natural order, used when DataConfig.class_order is None (labels, sliders, exports follow it)
 KNOWN_CLASS_ORDERS = (
     ("NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"),  # kaggle:alzheimer-4class (CDR stages)
@@ -367,16 +372,62 @@ def _select_files(layout: _Layout, config: DataConfig) -> list[tuple[Path, int]]
     Each class gets its own seeded permutation, so a class's split and subset do not change when another class
     gains files. The test split is the permutation's head; ``max_per_class`` keeps the head of what remains.
     """
+    held_out = _test_subjects(layout, config) if layout.carve_split and config.subject_pattern else None
     chosen = []
     for label, name in enumerate(layout.class_names):
         files = layout.class_files.get(name, [])
         order = np.random.default_rng([config.seed, zlib.crc32(name.encode())]).permutation(len(files))
         shuffled = [files[i] for i in order]
-        if layout.carve_split:
+        if held_out is not None:  # by subject: all of a subject's slices on one side
+            in_test = [subject_of(path.stem, config.subject_pattern) in held_out for path in shuffled]
+            shuffled = [path for path, test in zip(shuffled, in_test) if test == (config.split == "test")]
+        elif layout.carve_split:
             n_test = min(max(round(len(files) * config.test_fraction), 1), len(files) - 1)
             shuffled = shuffled[:n_test] if config.split == "test" else shuffled[n_test:]
         chosen += [(path, label) for path in sorted(shuffled[:config.max_per_class])]
     return chosen
+
+
+def subject_of(name: str, pattern: str) -> str | None:
+    """The subject id in a file name (without extension), or None when the pattern does not match.
+
+    Args:
+        name: e.g. ``"002_S_0295_37"``.
+        pattern: a :data:`SUBJECT_PATTERNS` name or a regex with a ``(?P<subject>...)`` group.
+    Returns:
+        The subject id.
+    Raises:
+        ValueError: for a regex without a ``subject`` group.
+    """
+    regex = re.compile(SUBJECT_PATTERNS.get(pattern, pattern))
+    if "subject" not in regex.groupindex:
+        raise ValueError(f"subject_pattern must be one of {sorted(SUBJECT_PATTERNS)} or a regex with a "
+                         f"(?P<subject>...) group, got {pattern!r}")
+    match = regex.search(name)
+    return match.group("subject") if match else None
+
+
+def _test_subjects(layout: _Layout, config: DataConfig) -> set[str]:
+    """The held-out subjects: per class, ``test_fraction`` of its subjects in a seeded hash order (so adding slices
+    or subjects moves few others), at least one when a class has two or more; a subject drawn in any class is held
+    out in every class, so no subject is on both sides.
+
+    Raises:
+        DatasetLayoutError: when file names do not match the pattern (examples listed).
+    """
+    held_out: set[str] = set()
+    for name in layout.class_names:
+        files = layout.class_files.get(name, [])
+        subjects = {path: subject_of(path.stem, config.subject_pattern) for path in files}
+        unmatched = [path.name for path, subject in subjects.items() if subject is None]
+        if unmatched:
+            raise DatasetLayoutError(f"{len(unmatched)} file(s) of class {name!r} have no subject id under "
+                                     f"subject_pattern={config.subject_pattern!r} (e.g. {unmatched[:3]}); fix the "
+                                     f"pattern (presets: {sorted(SUBJECT_PATTERNS)}) or rename the files")
+        ids = sorted(set(subjects.values()), key=lambda s: hashlib.sha256(f"{config.seed}:{s}".encode()).hexdigest())
+        n_test = min(max(round(len(ids) * config.test_fraction), 1), len(ids) - 1) if len(ids) > 1 else 0
+        held_out.update(ids[:n_test])
+    return held_out
 
 
 # ----------------------------------------------------------------------------------------------------- identity
@@ -616,6 +667,8 @@ def _check_config(config: DataConfig) -> None:
         raise ValueError(f"max_per_class must be None or >= 1, got {config.max_per_class!r}")
     if not 0 < config.test_fraction < 1:
         raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), got {config.test_fraction!r}")
+    if config.subject_pattern is not None:
+        subject_of("", config.subject_pattern)  # a regex without a subject group fails here, before any work
 
 
 def _decode_split(folder: Path, chosen: list[tuple[Path, int]],

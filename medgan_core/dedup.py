@@ -16,7 +16,7 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-from .data import ImageSet
+from .data import ImageSet, subject_of
 
 HASH_SIZE = 8  # 8x8 DCT coefficients -> 64-bit hash
 DEFAULT_MAX_DISTANCE = 6  # bits of 64; resized/re-encoded copies of one slice differ by ~0-4
@@ -116,3 +116,70 @@ def drop_near_duplicates(test: ImageSet, report: NearDuplicateReport) -> ImageSe
     """
     twins = set(report.test_indices)
     return test.subset([i for i in range(len(test)) if i not in twins], split=f"{test.split}-dedup")
+
+
+@dataclass
+class LeakageReport:
+    """What links a test split to its training split: shared subjects and near-duplicate slices."""
+
+    shared_subjects: pd.DataFrame  # subject, train_images, test_images (empty without subject ids)
+    near_duplicates: NearDuplicateReport
+    subject_pattern: str | None
+    n_train_subjects: int | None  # None without subject ids
+    n_test_subjects: int | None
+
+    def test_indices(self, test: ImageSet) -> list[int]:
+        """Test images to drop: those of a shared subject and those with a near-twin in training."""
+        shared = set(self.shared_subjects["subject"])
+        by_subject = [i for i, name in enumerate(test.files) if self.subject_pattern
+                      and subject_of(_stem(name), self.subject_pattern) in shared]
+        return sorted(set(by_subject) | set(self.near_duplicates.test_indices))
+
+    def summary(self) -> str:
+        """Two lines for notebooks and the README."""
+        if self.subject_pattern is None:
+            subjects = "no subject ids (pass subject_pattern to check subjects)"
+        else:
+            subjects = (f"{len(self.shared_subjects)} of {self.n_test_subjects} test subjects also in training "
+                        f"({self.n_train_subjects} training subjects)")
+        return f"subjects: {subjects}\nslices: {self.near_duplicates.summary()}"
+
+
+def _stem(name: str) -> str:
+    return name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+
+def leakage_audit(train: ImageSet, test: ImageSet, *, subject_pattern: str | None = None,
+                  max_distance: int = DEFAULT_MAX_DISTANCE) -> LeakageReport:
+    """Subjects shared by the two splits (when file names carry subject ids) and near-duplicate slices (pHash).
+
+    Args:
+        train: the training split (with ``files``).
+        test: the test split (with ``files``).
+        subject_pattern: ``"adni"``, ``"oasis"`` or a regex with ``(?P<subject>...)`` (see ``DataConfig``).
+        max_distance: pHash bits (of 64) that still count as a near-duplicate.
+    Returns:
+        The :class:`LeakageReport`.
+    Raises:
+        ValueError: when subject ids are asked for but the sets carry no file names, or a file name does not match.
+    """
+    shared = pd.DataFrame(columns=["subject", "train_images", "test_images"])
+    n_train_subjects = n_test_subjects = None
+    if subject_pattern is not None:
+        counts = []
+        for data in (train, test):
+            if not data.files:
+                raise ValueError(f"the {data.split} set has no file names, so no subject ids: load it with load_images")
+            ids = [subject_of(_stem(name), subject_pattern) for name in data.files]
+            missing = [name for name, subject in zip(data.files, ids) if subject is None]
+            if missing:
+                raise ValueError(f"{len(missing)} {data.split} file(s) have no subject id under {subject_pattern!r} "
+                                 f"(e.g. {missing[:3]})")
+            counts.append(pd.Series(ids).value_counts())
+        train_counts, test_counts = counts
+        both = sorted(set(train_counts.index) & set(test_counts.index))
+        shared = pd.DataFrame({"subject": both, "train_images": [int(train_counts[s]) for s in both],
+                               "test_images": [int(test_counts[s]) for s in both]})
+        n_train_subjects, n_test_subjects = len(train_counts), len(test_counts)
+    return LeakageReport(shared, find_near_duplicates(train, test, max_distance), subject_pattern, n_train_subjects,
+                         n_test_subjects)

@@ -51,8 +51,13 @@ def test_leaderboard_scores_every_model_and_the_real_baseline_beats_untrained_ge
     fd = board["fd [pixels-8x8]"]
     assert fd[REAL_BASELINE] < fd["dcgan-run"] and fd[REAL_BASELINE] < fd["cdcgan-hub"]  # 2 steps of training
     assert result.leaderboard["model"].iloc[0] == REAL_BASELINE  # sorted by relative FD
-    assert pd.isna(board.loc["dcgan-run", "class consistency"]) and 0 <= board.loc["cdcgan-hub", "class consistency"] <= 1
-    assert 0 <= board.loc["dcgan-run", "memorized share"] <= 1 and board.loc["dcgan-run", "img_per_s"] > 0
+    assert pd.isna(board.loc["dcgan-run", "class consistency"])
+    drawn = result.synthetic["cdcgan-hub"]  # class consistency: how often the evaluator sees the requested class
+    recognised = float((evaluator.predict(drawn.images) == drawn.labels).float().mean())
+    assert board.loc["cdcgan-hub", "class consistency"] == pytest.approx(recognised)
+    audit = result.memorization["dcgan-run"]
+    assert board.loc["dcgan-run", "memorized share"] == pytest.approx(float(audit.table["flagged"].mean()))
+    assert len(audit.table) == 24 and board.loc["dcgan-run", "img_per_s"] > 0
     per_class = result.scores.dropna(subset=["class"])
     assert set(per_class["model"]) == {"cdcgan-hub"} and set(per_class["class"]) == set(train.class_names)
     assert set(result.scores["extractor"]) == {"pixels-8x8", evaluator_extractor.name}
