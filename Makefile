@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit venv clean-runs
+.PHONY: demo test unit dist venv clean-runs
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 MEDGAN_SMOKE=1 $(PY) -m pytest -q --durations=15 --nbval-lax --nbval-current-env tests notebooks
+
+# the wheel (package + notebooks) in dist/; `medgan kaggle-bundle` adds the wheels Kaggle lacks
+dist: $(STAMP)
+	$(PY) -m pip wheel --no-deps --no-build-isolation -q -w dist .
 
 # unit tests only: no notebooks, no papermill batch runs, no SIGKILL resume workers (~a third of `make test`)
 unit: $(STAMP)
