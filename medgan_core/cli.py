@@ -7,8 +7,11 @@ already exists) ends with one line saying what was wrong, and nothing is overwri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +50,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _source_arguments(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(handler=run_info)
+
+    train = sub.add_parser("train", help="train a registered model on a dataset (--nproc N: N processes/GPUs)")
+    train.add_argument("model", help="a registered model name (medgan_core.registry.list_models())")
+    train.add_argument("--dataset", required=True, help='"demo", "kaggle:..." or a folder')
+    train.add_argument("--run-dir", type=Path, required=True, help="the run folder (an existing one is resumed)")
+    train.add_argument("--image-size", type=int, default=64)
+    train.add_argument("--channels", type=int, default=1)
+    train.add_argument("-p", "--param", action="append", default=[], help="a TrainConfig field: key=value")
+    train.add_argument("-m", "--model-param", action="append", default=[], help="a model config field: key=value")
+    train.add_argument("--nproc", type=int, default=1,
+                       help="processes (one per GPU) started with torchrun; under torchrun leave it at 1")
+    train.set_defaults(handler=run_train)
 
     bundle = sub.add_parser("kaggle-bundle", help="a Kaggle dataset that installs medgan_core with Internet off")
     bundle.add_argument("--out", type=Path, required=True, help="the bundle folder")
@@ -154,6 +169,42 @@ def run_export(args: argparse.Namespace) -> int:
     manifest = json.loads((folder / "manifest.json").read_text())
     print(f"{sum(manifest['counts'].values())} images {manifest['counts']} -> {folder}/"
           + ("" if args.no_zip else f" and {folder.with_suffix('.zip')}"))
+    return 0
+
+
+def _key_values(pairs: list[str], flag: str) -> dict:
+    from .batch import parse_value
+
+    bad = [pair for pair in pairs if "=" not in pair]
+    if bad:
+        raise ValueError(f"{flag} expects key=value, got {bad[0]!r}")
+    return {key.strip(): parse_value(value) for key, value in (pair.split("=", 1) for pair in pairs)}
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``medgan train``: :func:`medgan_core.train.fit` in this process, or in ``--nproc`` processes via torchrun."""
+    from .config import DataConfig, TrainConfig
+    from .data import load_images
+    from .train import fit
+
+    train_values, model_values = _key_values(args.param, "-p"), _key_values(args.model_param, "-m")
+    if args.nproc > 1:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("--nproc is for starting processes; under torchrun leave it out")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+                   "-m", "medgan_core.batch", "train", args.model, "--dataset", args.dataset, "--run-dir",
+                   str(args.run_dir), "--image-size", str(args.image_size), "--channels", str(args.channels),
+                   *[item for pair in args.param for item in ("-p", pair)],
+                   *[item for pair in args.model_param for item in ("-m", pair)]]
+        return subprocess.run(command).returncode
+    unknown = sorted(set(train_values) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {unknown}; see medgan_core.config.TrainConfig")
+    data_config = DataConfig(dataset=args.dataset, image_size=args.image_size, channels=args.channels)
+    result = fit(args.model, load_images(data_config), TrainConfig(**train_values), args.run_dir,
+                 model_config=model_values or None, data_config=data_config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{args.model}: {result.stopped} after {result.step} steps -> {result.checkpoint}")
     return 0
 
 

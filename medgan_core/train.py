@@ -40,6 +40,8 @@ from .checkpoint import (FORMAT_VERSION, Checkpoint, CheckpointError, checkpoint
                          load_checkpoint_meta, load_newest_readable, optimizer_meta, optimizer_tensors, save_checkpoint)
 from .config import DataConfig, TrainConfig, to_dict
 from .data import BatchStream, ImageSet
+from .distributed import (World, agree, average_gradients, barrier, broadcast_buffers, join_from_environment,
+                          seed_process, shard)
 from .loading import checkpoint_info
 from .fileio import atomic_write_text
 from .losses import OBJECTIVES, Objective
@@ -189,6 +191,7 @@ class Recipe:
     loss_options: dict[str, Any]  # the objective's options, automatic values filled in
     device: torch.device
     amp_dtype: torch.dtype | None  # autocast dtype; None: full precision
+    world: World = World()  # the training processes (one unless launched by torchrun)
 
     @property
     def use_amp(self) -> bool:
@@ -201,10 +204,16 @@ class Recipe:
         config = fit_model_config(model, data, model_config)
         objective = OBJECTIVES[spec.objective]
         options = objective.resolve_options(train.loss_options, data.image_size, train.batch_size)
+        world = join_from_environment(train.device)
         device = resolve_device(train.device)
         if device.type == "cuda":
+            device = torch.device("cuda", world.local_rank) if world.distributed else device
+            torch.cuda.set_device(device)
             torch.backends.cudnn.benchmark = True  # fixed shapes per stage: let cuDNN pick the fastest kernels
-        return cls(model, spec, config, train, objective, options, device, amp_dtype(train.amp, device))
+        if world.distributed and train.augment == "ada":
+            raise ValueError("augment='ada' is not synchronised across processes yet (each would adapt its own p): "
+                             "use augment='diffaugment' with several processes, or train ADA in one")
+        return cls(model, spec, config, train, objective, options, device, amp_dtype(train.amp, device), world)
 
     @property
     def d_reg_every(self) -> int:
@@ -267,15 +276,22 @@ class Schedule:
 class StageBatches:
     """Endless, resumable real batches of the current stage's resolution and batch size, from one decoded cache."""
 
-    def __init__(self, data: ImageSet, train: TrainConfig, device: torch.device):
-        self.data, self.train, self.device = data, train, device
+    def __init__(self, data: ImageSet, train: TrainConfig, device: torch.device, world: World = World()):
+        self.data, self.train, self.device, self.world = data, train, device, world
         self.stage: Stage | None = None
         self._batches: Iterator | None = None
 
     def enter(self, stage: Stage, step: int) -> Stage | None:
-        """Serve ``stage`` from generator step ``step`` on; returns the stage just finished, if this starts a new one."""
+        """Serve ``stage`` from generator step ``step`` on; returns the stage just finished, if this starts a new one.
+
+        Raises:
+            ValueError: when the stage's (global) batch does not split evenly over the training processes.
+        """
         if self.stage is not None and stage.index == self.stage.index:
             return None
+        if stage.batch_size % self.world.size:
+            raise ValueError(f"batch size {stage.batch_size} (stage {stage.index}) does not split over "
+                             f"{self.world.size} processes: use a multiple of {self.world.size}")
         stream = BatchStream(self.data, stage.batch_size, seed=self.train.seed + 1009 * stage.index,
                              balanced=self.train.balanced, hflip=self.train.hflip, device=self.device,
                              channels_last=self.train.channels_last, resolution=stage.resolution)
@@ -321,6 +337,8 @@ class TrainState:
         memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
         torch.manual_seed(train.seed)
         G, D, _ = build_model(recipe.model, recipe.config)
+        if recipe.world.distributed and device.type == "cuda":  # BatchNorm statistics over the global batch
+            G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
         G, D = G.to(device, memory_format=memory_format), D.to(device, memory_format=memory_format)
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         lr_g, betas_g = lazy_adjusted(train.lr_g, train.betas, recipe.g_reg_every)
@@ -411,9 +429,11 @@ RUN_LENGTH_SETTINGS = {"epochs", "max_steps", "max_minutes", "progress", "log_ev
                        "checkpoint_every", "keep_checkpoints"}
 
 
-def _step_optimizer(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
+def _step_optimizer(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
+                    world: World) -> None:
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    average_gradients((p for group in optimizer.param_groups for p in group["params"]), world)  # no-op alone
     scaler.step(optimizer)
     scaler.update()
 
@@ -429,8 +449,9 @@ def train_step(s: TrainState, recipe: Recipe, batches: StageBatches, images_in_s
     Returns:
         Detached scalar tensors to log (no host sync): losses, the recipe's statistics, regulariser values.
     """
-    objective, options, conditional = recipe.objective, recipe.loss_options, recipe.spec.conditional
+    objective, options, conditional, world = recipe.objective, recipe.loss_options, recipe.spec.conditional, recipe.world
     augmented_D = lambda images, labels: s.D(s.augment(images), labels)  # noqa: E731  (D sees images as augmented)
+    broadcast_buffers((s.G, s.D), world)  # w_avg, BatchNorm statistics: rank 0's (no-op in one process)
     s.G.train()
     s.D.train()
     stats: dict[str, torch.Tensor] = {}
@@ -438,37 +459,38 @@ def train_step(s: TrainState, recipe: Recipe, batches: StageBatches, images_in_s
 
     # (1) update D: n_critic times, each on a fresh real batch and fresh fakes
     for critic_iter in range(recipe.train.n_critic):
-        real, labels = next(batches)
-        labels = labels if conditional else None
-        z = s.latents(real.shape[0], recipe.config.z_dim)
+        real, labels = next(batches)  # the global batch; with several processes each keeps its rows
+        images = real.shape[0]
+        z = shard(s.latents(images, recipe.config.z_dim), world)
+        real, labels = shard(real, world), shard(labels, world) if conditional else None
         with recipe.autocast(), torch.set_grad_enabled(critic_iter == recipe.train.n_critic - 1):
             fake = s.G(z, labels)  # the last one keeps its graph and is reused by the G update
         with recipe.autocast():
             d_loss, d_stats = objective.d_loss(augmented_D, real, fake.detach(), labels, **options)
         s.augment.accumulate(d_stats.pop("real_scores"))
-        _step_optimizer(s.opt_d, s.scaler_d, d_loss)
+        _step_optimizer(s.opt_d, s.scaler_d, d_loss, recipe.world)
         s.batches_seen += 1
-        s.images_seen += real.shape[0]
-        step_images += real.shape[0]
+        s.images_seen += images
+        step_images += images
         if recipe.d_reg_every and s.batches_seen % recipe.d_reg_every == 0:  # lazy R1, float32
             with torch.autocast(recipe.device.type, enabled=False):
                 reg_loss, reg_stats = objective.d_reg.loss(augmented_D, real, labels, s.objective_state, **options)
-            _step_optimizer(s.opt_d, s.scaler_d, reg_loss * recipe.d_reg_every)
+            _step_optimizer(s.opt_d, s.scaler_d, reg_loss * recipe.d_reg_every, recipe.world)
             stats.update(reg_stats)
-        s.augment.step(real.shape[0])  # ADA adjusts p on its own interval
+        s.augment.step(images)  # ADA adjusts p on its own interval
     stats.update(d_loss=d_loss.detach().float(), **d_stats)
 
     # (2) update G: fool the just-updated D with the last fakes
     s.D.requires_grad_(False)
     with recipe.autocast():
         g_loss, g_stats = objective.g_loss(augmented_D, fake, labels, **options)
-    _step_optimizer(s.opt_g, s.scaler_g, g_loss)
+    _step_optimizer(s.opt_g, s.scaler_g, g_loss, recipe.world)
     s.D.requires_grad_(True)
     if recipe.g_reg_every and (s.step + 1) % recipe.g_reg_every == 0:  # lazy path length, float32
-        z = s.latents(fake.shape[0], recipe.config.z_dim)
+        z = shard(s.latents(images, recipe.config.z_dim), world)
         with torch.autocast(recipe.device.type, enabled=False):
             reg_loss, reg_stats = objective.g_reg.loss(s.G, z, labels, s.objective_state, **options)
-        _step_optimizer(s.opt_g, s.scaler_g, reg_loss * recipe.g_reg_every)
+        _step_optimizer(s.opt_g, s.scaler_g, reg_loss * recipe.g_reg_every, recipe.world)
         stats.update(reg_stats)
     stats.update(g_loss=g_loss.detach().float(), **g_stats)
 
@@ -484,19 +506,22 @@ class RunLogger:
     sample grids of G_ema and the NaN/inf check. Statistics stay on the device between rows (one host sync per row).
     """
 
-    def __init__(self, run_dir: Path, recipe: Recipe, num_classes: int, start_step: int, total_steps: int):
+    def __init__(self, run_dir: Path, recipe: Recipe, num_classes: int, start_step: int, total_steps: int,
+                 active: bool = True):
         self.run_dir, self.train, self.device = run_dir, recipe.train, recipe.device
+        self.active = active  # False on every process but rank 0: statistics kept, nothing written
         self.csv_path, self.jsonl_path = run_dir / "history.csv", run_dir / "log.jsonl"
         self.rows: list[dict[str, Any]] = []
         if start_step > 0 and self.jsonl_path.exists():
             lines = self.jsonl_path.read_text().splitlines()
             self.rows = [row for row in map(json.loads, filter(None, lines)) if row["step"] <= start_step]
-        self._rewrite()
+        if self.active:
+            self._rewrite()
         generator = torch.Generator().manual_seed(self.train.seed + 2)
         self.sample_z = torch.randn(self.train.n_samples, recipe.config.z_dim, generator=generator).to(self.device)
         self.sample_labels = fixed_labels(self.train.n_samples, num_classes).to(self.device) if num_classes else None
-        self.progress = tqdm(total=total_steps, initial=start_step, desc=recipe.model, disable=not self.train.progress,
-                             dynamic_ncols=True)
+        self.progress = tqdm(total=total_steps, initial=start_step, desc=recipe.model,
+                             disable=not (self.train.progress and active), dynamic_ncols=True)
         self.start_time = time.monotonic()
         self._new_window()
         self.first_bad_step = torch.tensor(-1, device=self.device)
@@ -540,9 +565,9 @@ class RunLogger:
                "wall_s": round(time.monotonic() - self.start_time, 2)}
         new_columns = bool(self.rows) and set(row) != set(self.rows[-1])
         self.rows.append(row)
-        if new_columns or self.csv_path.stat().st_size == 0:
+        if self.active and (new_columns or self.csv_path.stat().st_size == 0):
             self._rewrite()
-        else:
+        elif self.active:
             with self.jsonl_path.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             with self.csv_path.open("a") as handle:  # in the header's column order: a window's key order varies
@@ -552,6 +577,8 @@ class RunLogger:
 
     def write_samples(self, G_ema: nn.Module, name: str, autocast: torch.autocast) -> None:
         """A grid of G_ema on the run's fixed latents (and labels) as ``samples/<name>.png``."""
+        if not self.active:
+            return
         with torch.no_grad(), autocast:
             images = G_ema(self.sample_z, self.sample_labels)
         save_grid(images.float(), self.run_dir / "samples" / f"{name}.png")
@@ -594,16 +621,20 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
     recipe = Recipe.create(model, data, train, model_config)
     state, schedule = TrainState.create(recipe), Schedule(recipe, data)
     last_checkpoint = _resume(state, recipe, run_dir, resume)
+    seed_process(train.seed, state.step, recipe.world)
     description = _describe_run(recipe, data, data_config)
     num_classes = len(data.class_names) if recipe.spec.conditional else 0
-    logger = RunLogger(run_dir, recipe, num_classes, state.step, schedule.total_steps)
-    batches, stopped = StageBatches(data, train, recipe.device), "completed"
+    world = recipe.world
+    logger = RunLogger(run_dir, recipe, num_classes, state.step, schedule.total_steps, active=world.is_main)
+    batches, stopped = StageBatches(data, train, recipe.device, world), "completed"
 
-    def save() -> Path:
+    def save() -> Path:  # rank 0 writes; every process gets the path
         logger.check_finite(model, last_checkpoint)
-        path = state.save(run_dir / "checkpoints" / checkpoint_name(state.step), description)
-        for old in sorted((run_dir / "checkpoints").glob("step-*.safetensors"))[:-max(1, train.keep_checkpoints)]:
-            old.unlink()
+        path = run_dir / "checkpoints" / checkpoint_name(state.step)
+        if world.is_main:
+            state.save(path, description)
+            for old in sorted((run_dir / "checkpoints").glob("step-*.safetensors"))[:-max(1, train.keep_checkpoints)]:
+                old.unlink()
         return path
 
     while state.step < schedule.total_steps:
@@ -614,7 +645,7 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
         schedule.apply(stage, state.G, state.D, state.G_ema)
         stats = train_step(state, recipe, batches, schedule.images_in_stage(stage, state.step))
         logger.record(state.step, stats, stage.batch_size * train.n_critic)
-        done, out_of_time = state.step == schedule.total_steps, logger.out_of_time()
+        done, out_of_time = state.step == schedule.total_steps, agree(logger.out_of_time(), world)
         if state.step % train.log_every == 0 or done or out_of_time:
             logger.check_finite(model, last_checkpoint)
             logger.write_row(state, stage, len(data), bool(schedule.growth))
@@ -632,6 +663,7 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
         logger.write_samples(state.G_ema, f"stage-{batches.stage.index}", recipe.autocast())
     if last_checkpoint is None or Path(last_checkpoint).name != checkpoint_name(state.step):
         last_checkpoint = save()  # e.g. resumed a run that was already complete
+    barrier(world)  # rank 0's checkpoint is on disk
     # what the generator is (model, classes, data identity, step): export, Hub and plots read it
     state.G_ema.info = checkpoint_info(load_checkpoint_meta(last_checkpoint), state.G_ema, source=last_checkpoint,
                                        format_version=FORMAT_VERSION, weights="G_ema")
