@@ -59,6 +59,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--channels", type=int, default=1)
     train.add_argument("-p", "--param", action="append", default=[], help="a TrainConfig field: key=value")
     train.add_argument("-m", "--model-param", action="append", default=[], help="a model config field: key=value")
+    train.add_argument("-d", "--data-param", action="append", default=[], help="a DataConfig field: key=value")
     train.add_argument("--nproc", type=int, default=1,
                        help="processes (one per GPU) started with torchrun; under torchrun leave it at 1")
     train.set_defaults(handler=run_train)
@@ -188,6 +189,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .train import fit
 
     train_values, model_values = _key_values(args.param, "-p"), _key_values(args.model_param, "-m")
+    data_values = _key_values(args.data_param, "-d")
     if args.nproc > 1:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("--nproc is for starting processes; under torchrun leave it out")
@@ -195,12 +197,15 @@ def run_train(args: argparse.Namespace) -> int:
                    "-m", "medgan_core.batch", "train", args.model, "--dataset", args.dataset, "--run-dir",
                    str(args.run_dir), "--image-size", str(args.image_size), "--channels", str(args.channels),
                    *[item for pair in args.param for item in ("-p", pair)],
-                   *[item for pair in args.model_param for item in ("-m", pair)]]
+                   *[item for pair in args.model_param for item in ("-m", pair)],
+                   *[item for pair in args.data_param for item in ("-d", pair)]]
         return subprocess.run(command).returncode
-    unknown = sorted(set(train_values) - {f.name for f in dataclasses.fields(TrainConfig)})
-    if unknown:
-        raise ValueError(f"unknown TrainConfig field(s) {unknown}; see medgan_core.config.TrainConfig")
-    data_config = DataConfig(dataset=args.dataset, image_size=args.image_size, channels=args.channels)
+    for cls, values in ((TrainConfig, train_values), (DataConfig, data_values)):
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; see medgan_core.config.{cls.__name__}")
+    data_config = DataConfig(**{**data_values, "dataset": args.dataset, "image_size": args.image_size,
+                                "channels": args.channels})
     result = fit(args.model, load_images(data_config), TrainConfig(**train_values), args.run_dir,
                  model_config=model_values or None, data_config=data_config)
     if int(os.environ.get("RANK", "0")) == 0:

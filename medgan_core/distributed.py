@@ -17,13 +17,22 @@ A run saved with N processes resumes with M: the state is global.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
-from typing import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
+import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from .config import DataConfig, TrainConfig
+    from .train import FitResult
 
 
 @dataclass(frozen=True)
@@ -113,3 +122,62 @@ def barrier(world: World) -> None:
     """Wait for every process (e.g. until rank 0 has written the final checkpoint)."""
     if world.distributed:
         dist.barrier()
+
+
+def train_command(model: str, data_config: "DataConfig", train: "TrainConfig", run_dir: str | Path,
+                  model_config: dict | None = None) -> list[str]:
+    """The ``medgan train`` arguments that run :func:`medgan_core.train.fit` with these settings.
+
+    Args:
+        model: registered model name.
+        data_config: the data (every field that differs from the default is passed on).
+        train: the training settings (likewise).
+        run_dir: the run folder.
+        model_config: model config overrides.
+    Returns:
+        The arguments after ``medgan``.
+    """
+    from .config import DataConfig, TrainConfig
+
+    def changed(config, cls) -> list[str]:
+        defaults = cls()
+        return [f"{f.name}={getattr(config, f.name)!r}" for f in dataclasses.fields(cls)
+                if f.name not in ("dataset", "image_size", "channels")
+                and getattr(config, f.name) != getattr(defaults, f.name)]
+
+    command = ["train", model, "--dataset", data_config.dataset, "--run-dir", str(run_dir), "--image-size",
+               str(data_config.image_size), "--channels", str(data_config.channels)]
+    command += [item for pair in changed(data_config, DataConfig) for item in ("-d", pair)]
+    command += [item for pair in changed(train, TrainConfig) for item in ("-p", pair)]
+    command += [item for key, value in (model_config or {}).items() for item in ("-m", f"{key}={value!r}")]
+    return command
+
+
+def fit_in_processes(nproc: int, model: str, data_config: "DataConfig", train: "TrainConfig", run_dir: str | Path,
+                     model_config: dict | None = None) -> "FitResult":
+    """:func:`medgan_core.train.fit` in ``nproc`` processes started with torchrun, from a notebook or a script (e.g.
+    ``nproc=torch.cuda.device_count()`` on Kaggle's two T4s).
+
+    Args:
+        nproc: processes (one per GPU).
+        model: registered model name.
+        data_config: the data.
+        train: the training settings (``batch_size`` is the global batch: a multiple of ``nproc``).
+        run_dir: the run folder (resumed when it holds a checkpoint).
+        model_config: model config overrides.
+    Returns:
+        The :class:`~medgan_core.train.FitResult` (the generator loaded from the final checkpoint; no discriminator).
+    Raises:
+        subprocess.CalledProcessError: when training failed (its output was shown).
+    """
+    from .loading import load_generator
+    from .train import FitResult
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+               "medgan_core.batch", *train_command(model, data_config, train, run_dir, model_config)]
+    subprocess.run(command, check=True)
+    generator = load_generator(run_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    history = pd.read_csv(Path(run_dir) / "history.csv")
+    budget = train.max_minutes is not None and history["wall_s"].iloc[-1] >= train.max_minutes * 60
+    return FitResult(Path(run_dir), generator.info.step, "time budget" if budget else "completed", generator, None,
+                     Path(generator.info.source), history)

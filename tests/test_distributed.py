@@ -63,3 +63,21 @@ def test_shards_are_strided_and_batches_must_split_evenly():
     batches = StageBatches(tiny_image_set(), recipe.train, recipe.device, World(0, 3))
     with pytest.raises(ValueError, match="batch size 8 .* does not split over 3 processes"):
         batches.enter(stage, 0)
+
+
+def test_the_train_command_carries_every_setting_to_fit(tmp_path):
+    """What a notebook's fit_in_processes passes to torchrun is exactly what fit gets (checked in one process)."""
+    from medgan_core.batch import main
+    from medgan_core.config import DataConfig, TrainConfig, to_dict
+    from medgan_core.distributed import train_command
+    from test_dataset_identity import write_dataset
+
+    data = DataConfig(dataset=str(write_dataset(tmp_path / "set")), image_size=32, max_per_class=3,
+                      cache_dir=str(tmp_path / "cache"), class_order=("notumor", "glioma"))
+    train = TrainConfig(max_steps=1, batch_size=4, betas=(0.0, 0.9), loss_options={"gp_lambda": 5.0},
+                        augment="diffaugment", progress=False, device="cpu")
+    command = train_command("cwgan-gp", data, train, tmp_path / "run", {"g_features": 4, "d_features": 4})
+    assert main(command) == 0
+    meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000001.safetensors").meta
+    assert meta["train_config"] == to_dict(train) and meta["data_config"] == to_dict(data)
+    assert meta["model_config"]["g_features"] == 4 and meta["data"]["class_names"] == ["notumor", "glioma"]
