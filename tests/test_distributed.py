@@ -81,3 +81,17 @@ def test_the_train_command_carries_every_setting_to_fit(tmp_path):
     meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000001.safetensors").meta
     assert meta["train_config"] == to_dict(train) and meta["data_config"] == to_dict(data)
     assert meta["model_config"]["g_features"] == 4 and meta["data"]["class_names"] == ["notumor", "glioma"]
+
+
+@pytest.mark.slow  # torchrun starts two processes
+def test_a_notebook_starts_two_processes_and_gets_a_fit_result(tmp_path, monkeypatch):
+    from medgan_core.config import DataConfig, TrainConfig
+    from medgan_core.distributed import fit_in_processes
+    from test_dataset_identity import write_dataset
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = DataConfig(dataset=str(write_dataset(tmp_path / "set")), image_size=32, cache_dir=str(tmp_path / "cache"))
+    train = TrainConfig(max_steps=2, batch_size=4, progress=False, device="cpu", sample_every=100)
+    result = fit_in_processes(2, "dcgan", data, train, tmp_path / "run", {"g_features": 4, "d_features": 4, "z_dim": 8})
+    assert (result.step, result.stopped) == (2, "completed") and result.generator.info.model == "dcgan"
+    assert result.history["step"].tolist() == [2] and result.checkpoint.name == "step-00000002.safetensors"
