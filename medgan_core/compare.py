@@ -8,6 +8,7 @@ speed. A ``real train images`` row scores real training images the same way: the
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -112,6 +113,30 @@ def entries_for_dataset(entries: Sequence[ModelEntry], dataset: dict, *,
             notes.append(f"left out {entry.name}: it records no training-data identity (saved before medgan_core "
                          "recorded it); name it in runs=[...] to compare it anyway")
     return kept, notes
+
+
+def unique_names(entries: Sequence[ModelEntry]) -> tuple[list[ModelEntry], list[str]]:
+    """Give models that share a display name (e.g. two runs' ``05_stylegan2`` folders) the name of the folder above
+    as well, so no row of the leaderboard silently replaces another.
+
+    Returns:
+        ``(entries, notes naming each renamed model)``.
+    Raises:
+        ValueError: when the names are still not unique (pass distinct sources or names).
+    """
+    counts = pd.Series([entry.name for entry in entries]).value_counts()
+    renamed, notes = [], []
+    for entry in entries:
+        if counts[entry.name] > 1:
+            parent = (entry.run_dir or Path(entry.source)).parent.name
+            new_name = f"{parent}/{entry.name}"
+            notes.append(f"{entry.source}: named {new_name!r} ({entry.name!r} is the name of several models)")
+            entry = dataclasses.replace(entry, name=new_name)
+        renamed.append(entry)
+    names = [entry.name for entry in renamed]
+    if len(set(names)) < len(names):
+        raise ValueError(f"several models would share a leaderboard row: {sorted(names)}; give them distinct names")
+    return renamed, notes
 
 
 def comparable_entries(entries: Sequence[ModelEntry], image_size: int | None = None,
@@ -334,6 +359,7 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
     rows, board, notes = [], [], []
     warned: dict[str, list[str]] = {}  # warning -> "model / extractor" it came from (one note each, not one per model)
     samples, histories, audits, consistency = {}, {}, {}, {}
+    entries, notes = unique_names(entries)
     sets = _synthetic_sets(entries, real_train, n_samples, seed, real_baseline)
     for name, (entry, synthetic) in sets.items():
         line = {"model": name, "architecture": entry.model if entry else "real data",

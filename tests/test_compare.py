@@ -105,3 +105,20 @@ def test_models_of_a_minority_size_are_left_out_with_a_note(setup):
     assert [e.name for e in kept] == ["dcgan-run", "cdcgan-run"]
     assert notes == ["left out big: it generates 1x64 px, this comparison is at 1x32 px"]
     assert [e.name for e in comparable_entries(entries, image_size=64)[0]] == ["big"]
+
+
+def test_two_runs_with_one_folder_name_get_two_rows(setup, tmp_path):
+    """Two notebooks' run folders are both called e.g. 05_stylegan2: neither row may silently replace the other."""
+    import shutil
+
+    from medgan_core.compare import unique_names
+
+    root, train, test, _, _, pixels = setup
+    for batch in ("batch-a", "batch-b"):
+        shutil.copytree(root / "runs" / "dcgan-run", tmp_path / batch / "dcgan-run")
+    entries = [load_entry(tmp_path / batch / "dcgan-run") for batch in ("batch-a", "batch-b")]
+    assert [e.name for e in unique_names(entries)[0]] == ["batch-a/dcgan-run", "batch-b/dcgan-run"]
+    result = compare_models(entries, train, test, [pixels], n_samples=8, n_boot=5, k=3, real_baseline=False,
+                            progress=None)
+    assert sorted(result.leaderboard["model"]) == ["batch-a/dcgan-run", "batch-b/dcgan-run"]
+    assert any("named 'batch-a/dcgan-run'" in note for note in result.notes)
