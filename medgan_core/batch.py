@@ -262,6 +262,11 @@ def find_notebook(name: str | Path) -> Path:
     raise SystemExit(f"notebook {str(name)!r} not found: pass a notebook file or one of the shipped notebooks {names}")
 
 
+def parse_parameters(pairs: list[str], flag: str) -> dict[str, Any]:
+    """``["lr=1e-3", "betas=(0.5, 0.9)"]`` -> ``{"lr": 0.001, "betas": (0.5, 0.9)}`` (see :func:`parse_value`)."""
+    return {key: parse_value(value) for key, value in _key_values(pairs, flag)}
+
+
 def _key_values(pairs: list[str], flag: str) -> list[tuple[str, str]]:
     parsed = []
     for pair in pairs:
@@ -303,11 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, jobs in PROFILES.items():
             print(f"{name}: " + "; ".join(f"{n} {p}" for n, p in jobs))
         return 0
-    fixed = {k: parse_value(v) for k, v in _key_values(args.param, "-p")}
+    fixed = parse_parameters(args.param, "-p")
     out_dir = Path(args.out) if args.out else output_root() / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     started = time.monotonic()
     if args.command == "compare":
-        compare_only = {k: parse_value(v) for k, v in _key_values(args.compare_param, "-c")}
+        compare_only = parse_parameters(args.compare_param, "-c")
         models = args.models.split(",") if args.models else None
         summary = run_compare(args.dataset, out_dir, models=models, parameters={"image_size": 64, **fixed},
                               compare_parameters=compare_only)

@@ -122,8 +122,7 @@ def run_sample(args: argparse.Namespace) -> int:
     """``medgan sample``: a grid PNG, or ``--separate`` PNG files in a folder."""
     from PIL import Image
 
-    from .data import to_uint8
-    from .sampling import class_index, sample, save_grid
+    from .sampling import class_index, picture_array, sample, save_grid
 
     if args.num < 1:
         raise ValueError(f"--num must be at least 1, got {args.num}")
@@ -145,9 +144,8 @@ def run_sample(args: argparse.Namespace) -> int:
     staging = out.with_name(f".{out.name}.partial")  # complete before it replaces anything
     staging.mkdir(parents=True, exist_ok=True)
     prefix = args.class_name or "sample"
-    for index, image in enumerate(to_uint8(images)):
-        array = image.permute(1, 2, 0).numpy()
-        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(staging / f"{prefix}_{index:05d}.png")
+    for index, image in enumerate(images):
+        Image.fromarray(picture_array(image)).save(staging / f"{prefix}_{index:05d}.png")
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
@@ -173,23 +171,15 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key_values(pairs: list[str], flag: str) -> dict:
-    from .batch import parse_value
-
-    bad = [pair for pair in pairs if "=" not in pair]
-    if bad:
-        raise ValueError(f"{flag} expects key=value, got {bad[0]!r}")
-    return {key.strip(): parse_value(value) for key, value in (pair.split("=", 1) for pair in pairs)}
-
-
 def run_train(args: argparse.Namespace) -> int:
     """``medgan train``: :func:`medgan_core.train.fit` in this process, or in ``--nproc`` processes via torchrun."""
+    from .batch import parse_parameters
     from .config import DataConfig, TrainConfig
     from .data import load_images
     from .train import fit
 
-    train_values, model_values = _key_values(args.param, "-p"), _key_values(args.model_param, "-m")
-    data_values = _key_values(args.data_param, "-d")
+    train_values, model_values = parse_parameters(args.param, "-p"), parse_parameters(args.model_param, "-m")
+    data_values = parse_parameters(args.data_param, "-d")
     if args.nproc > 1:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("--nproc is for starting processes; under torchrun leave it out")

@@ -7,8 +7,11 @@ describe the run that produced them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 @dataclass
@@ -73,12 +76,14 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def json_ready(value: Any) -> Any:
-    """Recursively convert tuples to lists so ``json.dumps`` round-trips cleanly."""
+    """Recursively make ``value`` strict JSON: tuples as lists, numpy scalars as Python numbers, NaN as null."""
     if isinstance(value, dict):
         return {k: json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_ready(v) for v in value]
-    return value
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def from_dict(cls: type, values: dict[str, Any]):

@@ -135,6 +135,11 @@ class LeakageReport:
                       and subject_of(_stem(name), self.subject_pattern) in shared]
         return sorted(set(by_subject) | set(self.near_duplicates.test_indices))
 
+    def clean(self, test: ImageSet) -> ImageSet:
+        """The test set without :meth:`test_indices` (split ``<split>-clean``)."""
+        dropped = set(self.test_indices(test))
+        return test.subset([i for i in range(len(test)) if i not in dropped], split=f"{test.split}-clean")
+
     def summary(self) -> str:
         """Two lines for notebooks and the README."""
         if self.subject_pattern is None:

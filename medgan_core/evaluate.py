@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from . import __version__
 from .compare import (METRICS_NAME, Comparison, ModelEntry, check_evaluator, compare_models, evaluation_key,
                       find_evaluator, format_leaderboard)
-from .config import DataConfig
+from .config import DataConfig, json_ready
 from .data import ImageSet, describe_dataset, load_images
 from .evaluator import Evaluator, EvaluatorConfig, EvaluatorTrainConfig, load_evaluator, train_evaluator
 from .fileio import atomic_write_json
@@ -78,7 +78,7 @@ class RunEvaluation:
         """Everything ``metrics.json`` holds."""
         consistency = self.comparison.class_consistency.get(self.name)
         memorization = self.comparison.memorization.get(self.name)
-        return _plain({
+        return json_ready({
             "format": METRICS_FORMAT, "kind": "medgan run evaluation", "model": self.name, "metrics": self.row,
             "scores": self.comparison.scores.to_dict("records"), "class_distribution": self.class_distribution,
             "class_consistency": consistency.as_dict() if consistency else None,
@@ -138,17 +138,6 @@ class RunEvaluation:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: numpy scalars as Python numbers, NaN as null, tuples as lists."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    return None if isinstance(value, float) and np.isnan(value) else value
 
 
 def choose_evaluator(real_train: ImageSet, real_test: ImageSet, *, evaluator_path: str | Path | None = None,

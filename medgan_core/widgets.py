@@ -16,7 +16,7 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 
 from .plotting import figure_png, plot_interpolation, show_images
-from .sampling import class_names_for, png_bytes, sample, supports_truncation
+from .sampling import class_names_for, picture_array, png_bytes, sample, supports_truncation
 
 if TYPE_CHECKING:
     from .turing import Trials
@@ -148,9 +148,7 @@ def turing_test(trials: "Trials", folder: str | Path, reader: str, *, ask_confid
             for button in buttons.values():
                 button.disabled = True
             return
-        image = trials.images[trial]
-        array = image.permute(1, 2, 0).numpy()
-        picture.value = png_bytes(array[..., 0] if array.shape[2] == 1 else array)
+        picture.value = png_bytes(picture_array(trials.images[trial]))
         status.value = f"{reader}: image {done + 1} of {len(trials)} (answers saved to {log.path.name})"
 
     def answer_with(answer: str) -> Callable[[widgets.Button], None]:

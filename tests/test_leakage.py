@@ -76,6 +76,7 @@ def test_the_audit_finds_shared_subjects_and_near_duplicate_slices(tmp_path):
     assert (report.n_train_subjects, report.n_test_subjects) == (3, 3)
     assert report.near_duplicates.pairs["test_file"].tolist() == ["AD/s5_0.png"]
     dropped = [test.files[i] for i in report.test_indices(test)]
+    assert len(report.clean(test)) == len(test) - 3
     assert sorted(dropped) == ["AD/s3_0.png", "AD/s3_1.png", "AD/s5_0.png"]
     assert "1 of 3 test subjects also in training" in report.summary()
     assert "no subject ids" in leakage_audit(train, test).summary()

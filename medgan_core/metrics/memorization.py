@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..data import to_uint8
+from ..sampling import picture_array
 from .distribution import Extractor, SmallSampleWarning, _features
 from .extractors import extractor_identity
 
@@ -157,13 +157,6 @@ def memorization_audit(fake_images: torch.Tensor, train_images: torch.Tensor, te
         n_test=len(test_images), extractor=name, extractor_sha256=sha256, warning="; ".join(notes) or None)
 
 
-def _as_picture(image: torch.Tensor) -> np.ndarray:
-    """One (C, H, W) image, uint8 or float in [-1, 1], as an (H, W) or (H, W, 3) uint8 array."""
-    pixels = image if image.dtype == torch.uint8 else to_uint8(image)
-    array = pixels.cpu().permute(1, 2, 0).numpy()
-    return array[..., 0] if array.shape[-1] == 1 else array
-
-
 def plot_memorization_gallery(report: MemorizationReport, fake_images: torch.Tensor, train_images: torch.Tensor,
                               n: int = 8, *, by: str = "feature", save_to: str | Path | None = None) -> Figure:
     """The generated images nearest to a training image, each beside that training image.
@@ -193,9 +186,9 @@ def plot_memorization_gallery(report: MemorizationReport, fake_images: torch.Ten
     for (_, row), (fake_ax, train_ax) in zip(rows.iterrows(), zip(axes[::2], axes[1::2])):
         train_index = int(row[f"nearest_train_{by}"])
         colour = "red" if row["flagged"] else "black"
-        fake_ax.imshow(_as_picture(fake_images[int(row["fake_index"])]), cmap="gray", vmin=0, vmax=255)
+        fake_ax.imshow(picture_array(fake_images[int(row["fake_index"])]), cmap="gray", vmin=0, vmax=255)
         fake_ax.set_title(f"generated #{int(row['fake_index'])}", color=colour, fontsize=9)
-        train_ax.imshow(_as_picture(train_images[train_index]), cmap="gray", vmin=0, vmax=255)
+        train_ax.imshow(picture_array(train_images[train_index]), cmap="gray", vmin=0, vmax=255)
         distance = f"feature d={row['feature_distance']:.3f}" if by == "feature" else f"NCC={row['pixel_ncc']:.3f}"
         train_ax.set_title(f"train #{train_index}\n{distance}", color=colour, fontsize=9)
         fake_ax.axis("off")
