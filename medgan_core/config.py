@@ -29,6 +29,9 @@ class DataConfig:
     class_order: tuple[str, ...] | None = None  # label order (e.g. disease stages); None: a known order, else A-Z
     subject_pattern: str | None = None  # "adni", "oasis" or a regex with (?P<subject>...) on file names: the
                                         # held-out test split is then drawn by subject, never by slice
+    masks: bool = False  # also read each image's segmentation mask: <name>_mask.<ext> next to it, or the same path
+                         # in a masks/ folder beside images/; binarised, nearest-neighbour resized, flipped with its image
+    missing_masks: str = "error"  # with masks: images that have none raise "error" (listed) or are left out ("skip")
 
 
 @dataclass

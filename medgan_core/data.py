@@ -37,6 +37,7 @@ from .fileio import atomic_write_bytes
 logger = logging.getLogger(__name__)
 
 TRANSFORM_VERSION = 1  # bump whenever decode_image's output changes, so stale caches are not reused
+MASK_TRANSFORM_VERSION = 1  # the same for decode_mask
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 SPLIT_FOLDER_NAMES = {"train": ("train", "training"), "test": ("test", "testing")}  # compared lower-case
 KAGGLE_SHORTCUTS = {
@@ -45,6 +46,8 @@ KAGGLE_SHORTCUTS = {
     "brain-tumor-yes-no": "navoneel/brain-mri-images-for-brain-tumor-detection",
 }
 _IGNORED_FOLDERS = frozenset({"__MACOSX"})  # macOS zip artefacts, never a class
+MASK_SUFFIX = "_mask"  # <name>_mask.<ext> is the mask of <name>.<ext> (Kaggle LGG kaggle_3m, the figshare tumour set)
+MASK_TREE = ("images", "masks")  # or parallel folders: masks/<path> is the mask of images/<path>
 # Subject ids in slice file names (matched on the name without extension)
 SUBJECT_PATTERNS = {
     "adni": r"^(?P<subject>.+?)_\d+$",  # <subject>_<slice>, as in the ADNI AD/NC slice sets
@@ -77,6 +80,10 @@ class UnreadableImageWarning(UserWarning):
     """Some image files could not be decoded and were left out."""
 
 
+class MissingMaskWarning(UserWarning):
+    """Images without masks were left out, masks without images were ignored, or masks were resized."""
+
+
 @dataclass
 class ImageSet:
     """Decoded images of one split, held in memory.
@@ -93,6 +100,7 @@ class ImageSet:
     skipped: list[str] = field(default_factory=list)  # files that could not be decoded
     files: list[str] = field(default_factory=list)  # one per image, same order as images
     dataset: dict = field(default_factory=dict)  # identity of the whole dataset (see dataset_identity); {}: unknown
+    masks: torch.Tensor | None = None  # (N, 1, S, S) uint8, 0 or 255: segmentation masks aligned with images
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -100,6 +108,9 @@ class ImageSet:
                              f"{self.images.dtype}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+        expected = (self.images.shape[0], 1, *self.images.shape[2:])
+        if self.masks is not None and (self.masks.dtype != torch.uint8 or tuple(self.masks.shape) != expected):
+            raise ValueError(f"masks must be a {expected} uint8 tensor, got {tuple(self.masks.shape)} {self.masks.dtype}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -134,7 +145,7 @@ class ImageSet:
         files = [self.files[i] for i in index.tolist()] if self.files else []
         return ImageSet(self.images[index], self.labels[index], list(self.class_names), self.source,
                         split or self.split, f"{self.cache_key}:{split or self.split}:{digest}", [], files,
-                        dict(self.dataset))
+                        dict(self.dataset), None if self.masks is None else self.masks[index])
 
     def stratified_split(self, fraction: float, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
         """Split off ``fraction`` of every class (at least one image of each class with two or more).
@@ -269,19 +280,28 @@ class _Layout:
     class_names: list[str]  # labels are indices here; the union over all split folders
     carve_split: bool  # no split folders: hold out test_fraction of each class
     root: Path  # the dataset folder holding every split (wrapper folders removed)
+    mask_tree: tuple[Path, Path] | None = None  # (images folder, masks folder) of a parallel-tree layout
 
 
 def _list_folder(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Sorted (sub-folders, image files) of ``folder``; hidden entries and other files are ignored."""
+    """Sorted (sub-folders, image files) of ``folder``; hidden entries, masks and other files are ignored."""
     subdirs, images = [], []
     for entry in os.scandir(folder):
         if entry.name.startswith(".") or entry.name in _IGNORED_FOLDERS:
             continue
         if entry.is_dir():
             subdirs.append(Path(entry.path))
-        elif entry.is_file() and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+        elif entry.is_file() and _is_image_name(entry.name) and not _is_mask_name(entry.name):
             images.append(Path(entry.path))
     return sorted(subdirs), sorted(images)
+
+
+def _is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _is_mask_name(name: str) -> bool:
+    return Path(name).stem.lower().endswith(MASK_SUFFIX)
 
 
 def _split_name(folder: Path) -> str | None:
@@ -343,6 +363,11 @@ def _scan_layout(root: Path, split: str) -> _Layout:
         raise DatasetLayoutError(f"Dataset folder {root} {what}. The dataset must be 'demo', 'kaggle:<owner/name>' "
                                  f"(shortcuts: {sorted(KAGGLE_SHORTCUTS)}) or a folder.\n{_EXPECTED_LAYOUT}")
     root = _unwrap(root)
+    trees = {d.name.lower(): d for d in _list_folder(root)[0]}
+    if all(name in trees for name in MASK_TREE):  # images/... with masks/... beside it
+        layout = _scan_layout(trees["images"], split)
+        layout.root, layout.mask_tree = root, (trees["images"], trees["masks"])
+        return layout
     split_dirs: dict[str, Path] = {}
     for subdir in _list_folder(root)[0]:
         name = _split_name(subdir)
@@ -386,6 +411,75 @@ def _select_files(layout: _Layout, config: DataConfig) -> list[tuple[Path, int]]
             shuffled = shuffled[:n_test] if config.split == "test" else shuffled[n_test:]
         chosen += [(path, label) for path in sorted(shuffled[:config.max_per_class])]
     return chosen
+
+
+def _find_masks(chosen: list[tuple[Path, int]], layout: _Layout) -> tuple[list[Path | None], list[Path]]:
+    """The mask file of each chosen image (None where it has none) and the masks whose image is missing.
+
+    Same-folder convention: ``<name>_mask.<ext>`` beside ``<name>.<ext>`` (any image extension). Parallel trees:
+    ``masks/<path>/<name>.<ext>`` (or ``<name>_mask.<ext>``) for ``images/<path>/<name>.<ext>``.
+    """
+    listings: dict[Path, dict[str, Path]] = {}
+    found = []
+    for image, _ in chosen:
+        folder = image.parent
+        if layout.mask_tree is not None:
+            folder = layout.mask_tree[1] / image.parent.relative_to(layout.mask_tree[0])
+        if folder not in listings:
+            listings[folder] = _mask_listing(folder, suffix_required=layout.mask_tree is None)
+        found.append(listings[folder].get(image.stem))
+    image_stems = {(path.parent, path.stem) for files in layout.class_files.values() for path in files}
+    orphans = []
+    for folder, listing in listings.items():
+        image_folder = folder if layout.mask_tree is None else \
+            layout.mask_tree[0] / folder.relative_to(layout.mask_tree[1])
+        orphans += [mask for stem, mask in listing.items() if (image_folder, stem) not in image_stems]
+    return found, sorted(orphans)
+
+
+def _mask_listing(folder: Path, suffix_required: bool) -> dict[str, Path]:
+    """Image stem -> mask file, for the mask files in ``folder`` (first by name when one stem has several)."""
+    if not folder.is_dir():
+        return {}
+    listing: dict[str, Path] = {}
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(".") or not _is_image_name(name):
+            continue
+        stem = Path(name).stem
+        if _is_mask_name(name):
+            stem = stem[:-len(MASK_SUFFIX)]
+        elif suffix_required:
+            continue
+        listing.setdefault(stem, folder / name)
+    return listing
+
+
+def _pair_masks(chosen: list[tuple[Path, int]], layout: _Layout,
+                config: DataConfig) -> tuple[list[tuple[Path, int]], list[Path]]:
+    """The chosen images that have masks, and their mask files.
+
+    Raises:
+        DatasetLayoutError: when some images have no mask and ``config.missing_masks`` is "error".
+    """
+    masks, orphans = _find_masks(chosen, layout)
+    if orphans:
+        warnings.warn(f"{len(orphans)} mask file(s) have no image beside them and are not used (e.g. "
+                      f"{[p.name for p in orphans[:5]]}); an image named like the mask without {MASK_SUFFIX!r} "
+                      f"pairs them", MissingMaskWarning, stacklevel=3)
+    missing = [path for (path, _), mask in zip(chosen, masks) if mask is None]
+    if missing and config.missing_masks == "error":
+        where = ("masks/ beside images/, same relative path" if layout.mask_tree
+                 else f"<name>{MASK_SUFFIX}.<ext> beside each image")
+        raise DatasetLayoutError(
+            f"{len(missing)} of {len(chosen)} images of the {config.split} split have no mask ({where}), e.g. "
+            f"{[str(p.relative_to(layout.folder)) for p in missing[:5]]}. Add their masks, or pass "
+            f"missing_masks='skip' to leave those images out (with a warning); an empty mask file means 'no "
+            f"lesion' and is kept.")
+    if missing:
+        warnings.warn(f"Left out {len(missing)} image(s) without a mask (missing_masks='skip'), e.g. "
+                      f"{[p.name for p in missing[:5]]}", MissingMaskWarning, stacklevel=3)
+    kept = [(pair, mask) for pair, mask in zip(chosen, masks) if mask is not None]
+    return [pair for pair, _ in kept], [mask for _, mask in kept]
 
 
 def subject_of(name: str, pattern: str) -> str | None:
@@ -542,14 +636,52 @@ def decode_image(path: str | os.PathLike, image_size: int, channels: int = 1) ->
     with Image.open(path) as image:
         image.draft(mode, (image_size, image_size))  # JPEG only: decode at a reduced scale, about 2x faster
         image = _to_8bit(ImageOps.exif_transpose(image), mode)
+    array = _fit_square(image, image_size, Image.Resampling.LANCZOS)
+    return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def decode_mask(path: str | os.PathLike, image_size: int,
+                image_path: str | os.PathLike | None = None) -> tuple[np.ndarray, str | None]:
+    """Read one mask file as a binary square aligned with :func:`decode_image`'s output of its image.
+
+    A pixel is in the mask when its value is above 127, or above 0 when the file's maximum is 127 or less (0/1,
+    0/255 and label-valued masks all work; colour masks: any channel). The mask is resized to its image's size when
+    they differ (nearest neighbour, reported), then fitted into the square like the image, by area averaging and a
+    majority vote (so it stays aligned with the antialiased image).
+
+    Args:
+        path: mask file.
+        image_size: side of the square output.
+        image_path: the mask's image, whose size the mask must have (None: not checked).
+    Returns:
+        ``(mask, note)``: uint8 array (1, image_size, image_size) of 0 and 255, and a note when it was resized.
+    Raises:
+        Exception: whatever PIL raises for an unreadable file.
+    """
+    with Image.open(path) as mask:
+        values = np.asarray(ImageOps.exif_transpose(mask))
+    if values.ndim == 3:
+        values = values[..., :3].max(axis=-1)  # (H, W): colour masks count any channel, alpha ignored
+    binary = Image.fromarray(np.where(values > (127 if values.max() > 127 else 0), 255, 0).astype(np.uint8))
+    note = None
+    if image_path is not None:
+        with Image.open(image_path) as image:
+            size = ImageOps.exif_transpose(image).size if image.getexif().get(0x0112, 1) != 1 else image.size
+        if binary.size != size:
+            note = f"mask {binary.size[0]}x{binary.size[1]} resized to its image's {size[0]}x{size[1]}"
+            binary = binary.resize(size, Image.Resampling.NEAREST)
+    square = _fit_square(binary, image_size, Image.Resampling.BOX)
+    return np.where(square > 127, 255, 0).astype(np.uint8)[None], note
+
+
+def _fit_square(image: Image.Image, image_size: int, resample: Image.Resampling) -> np.ndarray:
+    """Resize the longer side to ``image_size`` (aspect ratio kept) and centre on a black square: (S, S[, 3])."""
     width, height = image.size
     scale = image_size / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    canvas = Image.new(mode, (image_size, image_size))  # black
-    canvas.paste(image.resize(size, Image.Resampling.LANCZOS),
-                 ((image_size - size[0]) // 2, (image_size - size[1]) // 2))
-    array = np.asarray(canvas)
-    return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
+    canvas = Image.new(image.mode, (image_size, image_size))  # black
+    canvas.paste(image.resize(size, resample), ((image_size - size[0]) // 2, (image_size - size[1]) // 2))
+    return np.asarray(canvas)
 
 
 def _to_8bit(image: Image.Image, mode: str) -> Image.Image:
@@ -566,21 +698,34 @@ def _to_8bit(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode)
 
 
-def _decode_files(paths: list[Path], image_size: int, channels: int) -> list[np.ndarray | str]:
-    """Decode files in a thread pool (PIL releases the GIL); each result is an array or an error string."""
-    def attempt(path: Path) -> np.ndarray | str:
+def _decode_files(paths: list[Path], image_size: int, channels: int,
+                  mask_paths: list[Path] | None = None) -> list[tuple[np.ndarray, np.ndarray | None, str | None] | str]:
+    """Decode files (and their masks) in a thread pool (PIL releases the GIL).
+
+    Returns:
+        Per file ``(image, mask or None, note on the mask or None)``, or an error string.
+    """
+    def attempt(index: int) -> tuple[np.ndarray, np.ndarray | None, str | None] | str:
+        path = paths[index]
         try:
-            return decode_image(path, image_size, channels)
+            image = decode_image(path, image_size, channels)
         except Exception as error:  # noqa: BLE001 - PIL plugins raise many types for malformed files
             return f"{type(error).__name__}: {error}"
+        if mask_paths is None:
+            return image, None, None
+        try:
+            return (image, *decode_mask(mask_paths[index], image_size, path))
+        except Exception as error:  # noqa: BLE001
+            return f"its mask {mask_paths[index].name}: {type(error).__name__}: {error}"
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(attempt, paths))
+        return list(pool.map(attempt, range(len(paths))))
 
 
 # -------------------------------------------------------------------------------------------------------- cache
 
-def _cache_key(folder: Path, chosen: list[tuple[Path, int]], class_names: list[str], config: DataConfig) -> str:
+def _cache_key(folder: Path, chosen: list[tuple[Path, int]], class_names: list[str], config: DataConfig,
+               mask_paths: list[Path] | None = None) -> str:
     """Hash of everything the decoded tensors depend on; a changed, added or removed file gives a new key."""
     files = []
     for path, label in chosen:
@@ -589,6 +734,9 @@ def _cache_key(folder: Path, chosen: list[tuple[Path, int]], class_names: list[s
     settings = {"transform_version": TRANSFORM_VERSION, "files": files, "class_names": class_names,
                 "image_size": config.image_size, "channels": config.channels, "split": config.split,
                 "max_per_class": config.max_per_class, "seed": config.seed, "test_fraction": config.test_fraction}
+    if mask_paths is not None:  # (absent otherwise, so image-only caches keep their keys)
+        settings["masks"] = [[os.path.relpath(path, folder), path.stat().st_size, path.stat().st_mtime_ns] for path in mask_paths]
+        settings["mask_version"] = MASK_TRANSFORM_VERSION
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -633,14 +781,17 @@ def load_images(config: DataConfig) -> ImageSet:
     layout = _scan_layout(resolve_dataset(config.dataset, cache_dir, seed=config.seed), config.split)
     layout.class_names = order_classes(layout.class_names, config.class_order)
     chosen = _select_files(layout, config)
+    mask_paths = None
+    if config.masks:
+        chosen, mask_paths = _pair_masks(chosen, layout, config)
     if not chosen:
         raise DatasetLayoutError(f"The {config.split} split of {layout.folder} has no images "
                                  f"(classes {layout.class_names}).")
-    key = _cache_key(layout.folder, chosen, layout.class_names, config)
+    key = _cache_key(layout.folder, chosen, layout.class_names, config, mask_paths)
     cache_path = cache_dir / "decoded" / f"{key}.safetensors"
     cached = read_tensor_cache(cache_path)
     if cached is None:
-        tensors, metadata = _decode_split(layout.folder, chosen, config)
+        tensors, metadata = _decode_split(layout.folder, chosen, config, mask_paths)
         write_tensor_cache(cache_path, tensors, metadata)
     else:
         tensors, metadata = cached
@@ -650,10 +801,14 @@ def load_images(config: DataConfig) -> ImageSet:
         more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
         warnings.warn(f"Skipped {len(skipped)} unreadable image file(s) in {layout.folder}:{listed}{more}",
                       UnreadableImageWarning, stacklevel=2)
+    if metadata.get("resized_masks"):
+        resized = metadata["resized_masks"]
+        warnings.warn(f"{len(resized)} mask(s) had another size than their image and were resized to it (nearest "
+                      f"neighbour), e.g. {resized[:3]}", MissingMaskWarning, stacklevel=2)
     return ImageSet(images=tensors["images"], labels=tensors["labels"], class_names=layout.class_names,
                     source=str(layout.folder), split=config.split, cache_key=key,
                     skipped=[name for name, _ in skipped], files=metadata["files"],
-                    dataset=dataset_identity(layout.root, layout.class_names))
+                    dataset=dataset_identity(layout.root, layout.class_names), masks=tensors.get("masks"))
 
 
 def _check_config(config: DataConfig) -> None:
@@ -669,22 +824,29 @@ def _check_config(config: DataConfig) -> None:
         raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), got {config.test_fraction!r}")
     if config.subject_pattern is not None:
         subject_of("", config.subject_pattern)  # a regex without a subject group fails here, before any work
+    if config.missing_masks not in ("error", "skip"):
+        raise ValueError(f'missing_masks must be "error" or "skip", got {config.missing_masks!r}')
 
 
-def _decode_split(folder: Path, chosen: list[tuple[Path, int]],
-                  config: DataConfig) -> tuple[dict[str, torch.Tensor], dict]:
-    """Decode the chosen files into cache tensors and metadata (file names and skipped files with reasons)."""
+def _decode_split(folder: Path, chosen: list[tuple[Path, int]], config: DataConfig,
+                  mask_paths: list[Path] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Decode the chosen files (and masks) into cache tensors and metadata (file names, skipped files with reasons,
+    resized masks)."""
     started = time.perf_counter()
-    results = _decode_files([path for path, _ in chosen], config.image_size, config.channels)
-    arrays, labels, files, skipped = [], [], [], []
+    results = _decode_files([path for path, _ in chosen], config.image_size, config.channels, mask_paths)
+    arrays, masks, labels, files, skipped, resized = [], [], [], [], [], []
     for (path, label), result in zip(chosen, results):
         name = path.relative_to(folder).as_posix()
         if isinstance(result, str):
             skipped.append([name, result])
-        else:
-            arrays.append(result)
-            labels.append(label)
-            files.append(name)
+            continue
+        image, mask, note = result
+        arrays.append(image)
+        masks.append(mask)
+        labels.append(label)
+        files.append(name)
+        if note:
+            resized.append(f"{name}: {note}")
     if not arrays:
         listed = ", ".join(name for name, _ in skipped[:10])
         raise DatasetLayoutError(f"None of the {len(chosen)} image files in {folder} could be read "
@@ -692,7 +854,9 @@ def _decode_split(folder: Path, chosen: list[tuple[Path, int]],
     logger.info("Decoded %d images from %s in %.1f s", len(arrays), folder, time.perf_counter() - started)
     tensors = {"images": torch.from_numpy(np.stack(arrays)),  # (N, C, S, S) uint8
                "labels": torch.tensor(labels, dtype=torch.int64)}
-    return tensors, {"files": files, "skipped": skipped}
+    if mask_paths is not None:
+        tensors["masks"] = torch.from_numpy(np.stack(masks))  # (N, 1, S, S) uint8, 0 or 255
+    return tensors, {"files": files, "skipped": skipped, "resized_masks": resized}
 
 
 # ------------------------------------------------------------------------------------------------------ batches
@@ -715,14 +879,16 @@ class BatchStream:
         channels_last: return batches in channels-last memory format.
         resolution: side of the returned images; smaller than the stored size means area downsampling
             (a progressive GAN trains at 4..128 px from one cache).
+        masks: append each image's mask as a last channel, (B, C + 1, R, R), flipped with its image (-1 outside
+            the mask, 1 inside; image+mask models generate and discriminate both together).
     Raises:
         ValueError: for an empty set, a non-positive batch size, a batch larger than the set with ``drop_last``,
-            or a resolution outside 1..stored size.
+            a resolution outside 1..stored size, or ``masks`` for a set loaded without masks.
     """
 
     def __init__(self, data: ImageSet, batch_size: int, *, seed: int = 0, balanced: bool = False,
                  hflip: bool = False, drop_last: bool = True, device: str | torch.device = "cpu",
-                 channels_last: bool = False, resolution: int | None = None):
+                 channels_last: bool = False, resolution: int | None = None, masks: bool = False):
         if len(data) == 0:
             raise ValueError("BatchStream needs at least one image")
         if batch_size < 1:
@@ -733,6 +899,8 @@ class BatchStream:
         if resolution is not None and not 1 <= resolution <= data.image_size:
             raise ValueError(f"resolution must be between 1 and the stored size {data.image_size}, got {resolution}; "
                              f"load the images with a larger image_size to train bigger")
+        if masks and data.masks is None:
+            raise ValueError("masks=True needs images loaded with their masks: DataConfig(masks=True)")
         self.data = data
         self.batch_size = batch_size
         self.seed = seed
@@ -742,6 +910,7 @@ class BatchStream:
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.resolution = resolution or data.image_size
+        self.masks = masks
         class_sizes = torch.bincount(data.labels, minlength=len(data.class_names)).double()
         self._weights = (1.0 / class_sizes)[data.labels]  # (N,) per-sample draw weight when balanced
 
@@ -780,7 +949,10 @@ class BatchStream:
             yield self._batch(order[window], None if flips is None else flips[window])
 
     def _batch(self, rows: torch.Tensor, flips: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        images = self.data.images[rows].to(self.device, non_blocking=True)  # (B, C, S, S) uint8
+        images = self.data.images[rows]  # (B, C, S, S) uint8
+        if self.masks:
+            images = torch.cat([images, self.data.masks[rows]], dim=1)  # (B, C + 1, S, S): flipped together below
+        images = images.to(self.device, non_blocking=True)
         if flips is not None:
             images = torch.where(flips.to(self.device)[:, None, None, None], images.flip(-1), images)
         x = to_float(images)

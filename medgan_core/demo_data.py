@@ -10,6 +10,9 @@ like clinical T1 scans. Four classes are made by painting procedural lesions:
 - ``pituitary``: small bright mass at the sella (midline, skull base), only on slices that cut it;
 - ``notumor``: no lesion.
 
+Every image ``<name>.png`` has its lesion mask ``<name>_mask.png`` beside it (0/255; empty for ``notumor``), so
+image+mask models and segmentation checks run offline too (``DataConfig(masks=True)``).
+
 THIS IS A TEMPLATE-DERIVED DEMO, NOT PATIENT DATA: it teaches the pipeline, not radiology. The folder layout
 matches the real Kaggle sets (``Training/<class>/*.png``, ``Testing/<class>/*.png``).
 """
@@ -25,8 +28,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .data import MASK_SUFFIX
+
 DEMO_CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
-DEMO_VERSION = 2  # bump when the generated images change: it is part of the cache folder name
+DEMO_VERSION = 3  # bump when the generated images change: it is part of the cache folder name
 VIEWS = ("axial", "coronal", "sagittal")
 VIEW_WEIGHTS = (0.5, 0.25, 0.25)
 SELLA_VOXEL = (98, 138, 44)  # (x, y, z) of the pituitary fossa in the 1 mm template grid
@@ -156,7 +161,7 @@ def _glioma(image, brain, depth, view, rng):
     out[oedema] *= 0.72
     out[tumour] = np.clip(0.85 + texture[tumour], 0, 1)
     out[core & tumour] = np.clip(0.25 + texture[core & tumour], 0, 1)
-    return out
+    return out, tumour
 
 
 def _meningioma(image, brain, depth, view, rng):
@@ -175,7 +180,7 @@ def _meningioma(image, brain, depth, view, rng):
     out[mass] = 0.9 + 0.03 * _smooth_noise(rng, image.shape, 3)[mass]
     rim = (distance >= 1) & (distance < 1.15) & brain
     out[rim] *= 0.8  # thin CSF cleft around an extra-axial mass
-    return out
+    return out, mass
 
 
 def _pituitary(image, brain, depth, view, rng):
@@ -185,14 +190,17 @@ def _pituitary(image, brain, depth, view, rng):
     distance = _disc(image.shape, center, rng.uniform(7, 11)) + 0.1 * _smooth_noise(rng, image.shape, 3)
     out = image.copy()
     out[distance < 1] = 0.88
-    return out
+    return out, distance < 1
 
 
 LESIONS = {"glioma": _glioma, "meningioma": _meningioma, "pituitary": _pituitary}
 
 
-def _augment(image: np.ndarray, head: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random rotation (+-10 deg), scale (0.9-1.1), gain, gamma and noise; crop a square around the head."""
+def _augment(image: np.ndarray, head: np.ndarray, lesion: np.ndarray,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random rotation (+-10 deg), scale (0.9-1.1), gain, gamma and noise; crop a square around the head.
+
+    The lesion mask gets the same rotation, scale and crop (nearest neighbour). Returns (image, lesion mask)."""
     angle, scale = np.deg2rad(rng.uniform(-10, 10)), rng.uniform(0.9, 1.1)
     cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
     matrix = np.array([[cos, -sin], [sin, cos]])
@@ -200,29 +208,31 @@ def _augment(image: np.ndarray, head: np.ndarray, rng: np.random.Generator) -> n
     offset = center - matrix @ center
     image = ndimage.affine_transform(image, matrix, offset, order=1)
     head = ndimage.affine_transform(head.astype(np.float32), matrix, offset, order=0) > 0.5
+    lesion = ndimage.affine_transform(lesion.astype(np.float32), matrix, offset, order=0) > 0.5
     rows, cols = np.nonzero(head)
     side = int(max(np.ptp(rows), np.ptp(cols)) * 1.12) + 1
     top, left = (rows.min() + rows.max() - side) // 2, (cols.min() + cols.max() - side) // 2
     padded = np.pad(image, side)
     crop = padded[top + side:top + 2 * side, left + side:left + 2 * side]  # (side, side)
     inside = np.pad(head, side)[top + side:top + 2 * side, left + side:left + 2 * side]
+    lesion = np.pad(lesion, side)[top + side:top + 2 * side, left + side:left + 2 * side]
     gain, gamma = rng.uniform(0.85, 1.15), rng.uniform(0.75, 1.3)
     crop = np.clip(crop, 0, 1) ** gamma * gain
     noise = rng.uniform(0.005, 0.025)
     crop = np.hypot(crop + noise * rng.standard_normal(crop.shape), noise * rng.standard_normal(crop.shape))
     crop[~inside] = 0  # Rician noise inside the head only: the background stays black
-    return np.clip(crop, 0, 1)
+    return np.clip(crop, 0, 1), lesion
 
 
-def render_demo_image(label: str, rng: np.random.Generator, image_size: int = 128) -> np.ndarray:
-    """One demo image of class ``label``.
+def render_demo_image(label: str, rng: np.random.Generator, image_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """One demo image of class ``label`` and its lesion mask.
 
     Args:
         label: one of ``DEMO_CLASSES``.
         rng: random source (view, slice, lesion and augmentation are all drawn from it).
         image_size: output side in pixels.
     Returns:
-        uint8 array (image_size, image_size).
+        ``(image, mask)``: uint8 arrays (image_size, image_size); the mask is 0 or 255 (all 0 for ``notumor``).
     """
     view = VIEWS[rng.choice(3, p=VIEW_WEIGHTS)]
     low, high = _slice_range(view)
@@ -233,16 +243,20 @@ def render_demo_image(label: str, rng: np.random.Generator, image_size: int = 12
     image, brain = _slice(view, index)
     interior, outside, depth = _geometry(view, index)
     image, head = _add_head(image, brain, interior, outside, rng)
+    lesion = np.zeros(image.shape, dtype=bool)
     if label in LESIONS:  # after the head: a pituitary mass sits below the brain, in the skull base
-        image = LESIONS[label](image, brain, depth, view, rng)
-    crop = _augment(image, head, rng)
+        image, lesion = LESIONS[label](image, brain, depth, view, rng)
+    crop, lesion = _augment(image, head, lesion, rng)
     resized = Image.fromarray((crop * 255).astype(np.uint8)).resize((image_size, image_size), Image.LANCZOS)
-    return np.asarray(resized)
+    # area average + majority vote: the mask stays aligned with the antialiased image
+    mask = Image.fromarray(lesion.astype(np.uint8) * 255).resize((image_size, image_size), Image.BOX)
+    return np.asarray(resized), np.where(np.asarray(mask) > 127, 255, 0).astype(np.uint8)
 
 
 def build_demo_dataset(root: str | Path, *, seed: int = 0, n_train_per_class: int = 150,
                        n_test_per_class: int = 30, image_size: int = 128) -> Path:
-    """Write the demo set into ``root`` (``Training/<class>/*.png``, ``Testing/<class>/*.png``, ``README.txt``).
+    """Write the demo set into ``root`` (``Training/<class>/*.png``, ``Testing/<class>/*.png``, each with its
+    ``*_mask.png``, and ``README.txt``).
 
     Deterministic from ``seed``. Built in a temporary sibling folder and renamed into place, so an interrupted
     build never leaves a folder that looks complete; an existing complete build with the same parameters is
@@ -273,7 +287,9 @@ def build_demo_dataset(root: str | Path, *, seed: int = 0, n_train_per_class: in
                 # one stream per (split, class): adding a class or changing a count leaves the others unchanged
                 rng = np.random.default_rng([seed, class_index, split == "Testing"])
                 for index in range(count):
-                    Image.fromarray(render_demo_image(label, rng, image_size)).save(folder / f"{label}_{index:05d}.png")
+                    image, mask = render_demo_image(label, rng, image_size)
+                    Image.fromarray(image).save(folder / f"{label}_{index:05d}.png")
+                    Image.fromarray(mask).save(folder / f"{label}_{index:05d}{MASK_SUFFIX}.png")
         (staging / "README.txt").write_text(README.format(version=DEMO_VERSION, seed=seed))
         (staging / ".complete").write_text(json.dumps(params))
         _move_into_place(staging, root, params)

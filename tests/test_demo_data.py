@@ -20,8 +20,9 @@ def test_layout_counts_and_png_format(small_demo):
     for split, count in (("Training", 3), ("Testing", 1)):
         assert sorted(p.name for p in (small_demo / split).iterdir()) == sorted(DEMO_CLASSES)
         for label in DEMO_CLASSES:
-            files = sorted((small_demo / split / label).glob("*.png"))
+            files = sorted(p for p in (small_demo / split / label).glob("*.png") if not p.stem.endswith("_mask"))
             assert len(files) == count
+            assert all(f.with_name(f"{f.stem}_mask.png").is_file() for f in files), "every image has its mask"
             with Image.open(files[0]) as image:
                 assert image.mode == "L" and image.size == (64, 64)
     assert "NOT PATIENT DATA" in (small_demo / "README.txt").read_text()
@@ -66,8 +67,11 @@ def test_each_lesion_is_one_compact_mass_where_its_tumour_type_grows(label, view
     interior, outside, depth = demo_data._geometry(view, index)
     rng = np.random.default_rng(5)
     head, _ = demo_data._add_head(image, brain, interior, outside, rng)
-    lesioned = demo_data.LESIONS[label](head, brain, depth, view, rng)
+    lesioned, mask = demo_data.LESIONS[label](head, brain, depth, view, rng)
     changed = np.abs(lesioned - head) > 0.15
+    assert mask.dtype == bool and (mask & changed).sum() >= 0.5 * mask.sum(), "the mask lies on the lesion"
+    if label != "glioma":  # (a glioma's oedema halo changes pixels outside its mask)
+        assert (changed & ~mask).sum() <= 0.5 * changed.sum(), "the mask covers the lesion"
     assert 0.002 < changed.mean() < 0.1, f"{label} covers {changed.mean():.2%} of the slice"
     rows, cols = np.nonzero(changed)
     assert np.ptp(rows) < 70 and np.ptp(cols) < 70, "one compact region"
@@ -97,7 +101,7 @@ def test_pituitary_images_come_only_from_slices_through_the_sella(monkeypatch):
 def test_background_outside_the_head_stays_black():
     rng = np.random.default_rng(1)
     for label in DEMO_CLASSES:
-        image = render_demo_image(label, rng, 64)
+        image, _ = render_demo_image(label, rng, 64)
         corners = np.r_[image[:3, :3].ravel(), image[:3, -3:].ravel(), image[-3:, :3].ravel(), image[-3:, -3:].ravel()]
         assert corners.max() <= 3, f"{label}: background noise {corners.max()}"
         assert image[24:40, 24:40].mean() > 40, "the head is still there"
@@ -107,7 +111,19 @@ def test_a_build_with_other_parameters_replaces_the_old_one(tmp_path):
     root = build_demo_dataset(tmp_path / "set", seed=3, **SMALL)
     build_demo_dataset(root, seed=3, n_train_per_class=1, n_test_per_class=1, image_size=32)
     assert json.loads((root / ".complete").read_text())["image_size"] == 32
-    assert len(list((root / "Training" / "glioma").glob("*.png"))) == 1
+    assert len(list((root / "Training" / "glioma").glob("*.png"))) == 2, "one image and its mask"
     with Image.open(next((root / "Testing" / "notumor").glob("*.png"))) as image:
         assert image.size == (32, 32)
     assert [p.name for p in tmp_path.iterdir()] == ["set"], "no staging or outdated folder left behind"
+
+
+def test_masks_mark_the_lesion_and_are_empty_without_one():
+    rng = np.random.default_rng(2)
+    for label in DEMO_CLASSES:
+        image, mask = render_demo_image(label, rng, 64)
+        assert mask.shape == image.shape and set(np.unique(mask)) <= {0, 255}
+        if label == "notumor":
+            assert mask.max() == 0
+        else:
+            assert 4 <= (mask > 0).sum() < 0.1 * mask.size, f"{label}: {(mask > 0).sum()} mask pixels"
+            assert image[mask > 0].mean() > 0.3 * 255, f"{label}: the mask lies on the bright mass"
