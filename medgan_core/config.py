@@ -32,6 +32,19 @@ class DataConfig:
     masks: bool = False  # also read each image's segmentation mask: <name>_mask.<ext> next to it, or the same path
                          # in a masks/ folder beside images/; binarised, nearest-neighbour resized, flipped with its image
     missing_masks: str = "error"  # with masks: images that have none raise "error" (listed) or are left out ("skip")
+    # Volumes (NIfTI/MGH files or DICOM series; see medgan_core.volumes): how they become slices
+    modality: str | tuple[str, ...] | None = None  # file-name regex of the image volume in a subject folder
+                                                   # (e.g. "flair"); a tuple stacks modalities as channels
+    slice_axis: str = "axial"  # "axial", "coronal" or "sagittal", from the affine (volumes are reoriented to RAS)
+    slice_band: tuple[float, float] = (0.3, 0.7)  # slices within this share of the brain's extent along the axis
+    slice_every: int = 1  # every k-th slice of the band
+    slices_with_label: bool = False  # only slices where the label volume is non-zero (within the band)
+    intensity: str = "percentile"  # per volume, inside the brain: "percentile" (0.5-99.5 % -> 0..255) or
+                                   # "zscore" (mean +- 3 SD -> 0..255); the background stays 0
+    mask_labels: tuple[int, ...] | None = None  # label values that make the mask (None: every value > 0)
+    labels_csv: str | None = None  # one row per subject (id, class) instead of class folders; ids are matched
+                                   # as whole tokens of the volume paths
+    csv_columns: tuple[str, str] = ("subject", "class")  # the id and class columns of labels_csv
 
 
 @dataclass

@@ -48,6 +48,7 @@ KAGGLE_SHORTCUTS = {
 _IGNORED_FOLDERS = frozenset({"__MACOSX"})  # macOS zip artefacts, never a class
 MASK_SUFFIX = "_mask"  # <name>_mask.<ext> is the mask of <name>.<ext> (Kaggle LGG kaggle_3m, the figshare tumour set)
 MASK_TREE = ("images", "masks")  # or parallel folders: masks/<path> is the mask of images/<path>
+VOLUME_FILE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".dcm")  # counted in a dataset's identity
 # Subject ids in slice file names (matched on the name without extension)
 SUBJECT_PATTERNS = {
     "adni": r"^(?P<subject>.+?)_\d+$",  # <subject>_<slice>, as in the ADNI AD/NC slice sets
@@ -101,6 +102,7 @@ class ImageSet:
     files: list[str] = field(default_factory=list)  # one per image, same order as images
     dataset: dict = field(default_factory=dict)  # identity of the whole dataset (see dataset_identity); {}: unknown
     masks: torch.Tensor | None = None  # (N, 1, S, S) uint8, 0 or 255: segmentation masks aligned with images
+    subjects: list[str] = field(default_factory=list)  # subject id per image when known (volumes, subject_pattern)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -145,7 +147,8 @@ class ImageSet:
         files = [self.files[i] for i in index.tolist()] if self.files else []
         return ImageSet(self.images[index], self.labels[index], list(self.class_names), self.source,
                         split or self.split, f"{self.cache_key}:{split or self.split}:{digest}", [], files,
-                        dict(self.dataset), None if self.masks is None else self.masks[index])
+                        dict(self.dataset), None if self.masks is None else self.masks[index],
+                        [self.subjects[i] for i in index.tolist()] if self.subjects else [])
 
     def stratified_split(self, fraction: float, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
         """Split off ``fraction`` of every class (at least one image of each class with two or more).
@@ -509,7 +512,7 @@ def _test_subjects(layout: _Layout, config: DataConfig) -> set[str]:
     Raises:
         DatasetLayoutError: when file names do not match the pattern (examples listed).
     """
-    held_out: set[str] = set()
+    by_class: dict[str, list[str]] = {}
     for name in layout.class_names:
         files = layout.class_files.get(name, [])
         subjects = {path: subject_of(path.stem, config.subject_pattern) for path in files}
@@ -518,9 +521,26 @@ def _test_subjects(layout: _Layout, config: DataConfig) -> set[str]:
             raise DatasetLayoutError(f"{len(unmatched)} file(s) of class {name!r} have no subject id under "
                                      f"subject_pattern={config.subject_pattern!r} (e.g. {unmatched[:3]}); fix the "
                                      f"pattern (presets: {sorted(SUBJECT_PATTERNS)}) or rename the files")
-        ids = sorted(set(subjects.values()), key=lambda s: hashlib.sha256(f"{config.seed}:{s}".encode()).hexdigest())
-        n_test = min(max(round(len(ids) * config.test_fraction), 1), len(ids) - 1) if len(ids) > 1 else 0
-        held_out.update(ids[:n_test])
+        by_class[name] = list(subjects.values())
+    return held_out_subjects(by_class, config.test_fraction, config.seed)
+
+
+def held_out_subjects(subjects_by_class: dict[str, Sequence[str]], fraction: float, seed: int) -> set[str]:
+    """The test subjects: per class, ``fraction`` of its subjects in a seeded hash order (so adding subjects moves
+    few others), at least one when a class has two or more; a subject drawn in any class is held out in every class.
+
+    Args:
+        subjects_by_class: class name -> subject ids (repeats allowed: one per slice).
+        fraction: share of each class's subjects held out.
+        seed: fixes the draw.
+    Returns:
+        The held-out subject ids.
+    """
+    held_out: set[str] = set()
+    for ids in subjects_by_class.values():
+        ordered = sorted(set(ids), key=lambda s: hashlib.sha256(f"{seed}:{s}".encode()).hexdigest())
+        n_test = min(max(round(len(ordered) * fraction), 1), len(ordered) - 1) if len(ordered) > 1 else 0
+        held_out.update(ordered[:n_test])
     return held_out
 
 
@@ -530,7 +550,7 @@ def dataset_identity(root: str | os.PathLike, class_names: Sequence[str]) -> dic
     """What a dataset is, independent of where it lies: a fingerprint of its image files and classes.
 
     Runs, evaluators and exports record it, so a comparison can refuse a model or an evaluator trained on other data
-    (e.g. the demo set, which shares the tumour set's class names). Every image file under ``root`` counts, with
+    (e.g. the demo set, which shares the tumour set's class names). Every image, mask or volume file under ``root`` counts, with
     its path relative to ``root`` and its size in bytes (not its time stamps: a copy on another machine matches).
 
     Args:
@@ -544,7 +564,7 @@ def dataset_identity(root: str | os.PathLike, class_names: Sequence[str]) -> dic
     for folder, subdirs, names in os.walk(root):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and d not in _IGNORED_FOLDERS)
         for name in sorted(names):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+            if not name.startswith(".") and (_is_image_name(name) or name.lower().endswith(VOLUME_FILE_SUFFIXES)):
                 path = Path(folder, name)
                 files.append([path.relative_to(root).as_posix(), path.stat().st_size])
     digest = hashlib.sha256(json.dumps({"files": files, "class_names": sorted(class_names)}).encode()).hexdigest()
@@ -563,7 +583,13 @@ def identify_dataset(spec: str, cache_dir: str | os.PathLike | None = None, *, s
     Returns:
         The identity that :func:`load_images` gives every split of this dataset.
     """
-    layout = _scan_layout(resolve_dataset(spec, resolve_cache_dir(cache_dir), seed=seed), "train")
+    root = resolve_dataset(spec, resolve_cache_dir(cache_dir), seed=seed)
+    from . import volumes  # (imports this module)
+
+    if root.is_dir() and volumes.holds_volumes(root):
+        names = {subject.class_name for subject in volumes.scan_volumes(root, DataConfig(dataset=str(root)))}
+        return dataset_identity(root, order_classes(sorted(names), class_order))
+    layout = _scan_layout(root, "train")
     return dataset_identity(layout.root, order_classes(layout.class_names, class_order))
 
 
@@ -674,9 +700,13 @@ def decode_mask(path: str | os.PathLike, image_size: int,
     return np.where(square > 127, 255, 0).astype(np.uint8)[None], note
 
 
-def _fit_square(image: Image.Image, image_size: int, resample: Image.Resampling) -> np.ndarray:
-    """Resize the longer side to ``image_size`` (aspect ratio kept) and centre on a black square: (S, S[, 3])."""
-    width, height = image.size
+def _fit_square(image: Image.Image, image_size: int, resample: Image.Resampling,
+                pixel_aspect: float = 1.0) -> np.ndarray:
+    """Resize the longer side to ``image_size`` (aspect ratio kept) and centre on a black square: (S, S[, 3]).
+
+    ``pixel_aspect`` is a pixel's width over its height (anisotropic MRI voxels), so the result has square pixels.
+    """
+    width, height = image.size[0] * pixel_aspect, image.size[1]
     scale = image_size / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     canvas = Image.new(image.mode, (image_size, image_size))  # black
@@ -778,7 +808,12 @@ def load_images(config: DataConfig) -> ImageSet:
     """
     _check_config(config)
     cache_dir = resolve_cache_dir(config.cache_dir)
-    layout = _scan_layout(resolve_dataset(config.dataset, cache_dir, seed=config.seed), config.split)
+    root = resolve_dataset(config.dataset, cache_dir, seed=config.seed)
+    from . import volumes  # (imports this module)
+
+    if root.is_dir() and volumes.holds_volumes(root):
+        return volumes.load_volume_images(config, root, cache_dir)
+    layout = _scan_layout(root, config.split)
     layout.class_names = order_classes(layout.class_names, config.class_order)
     chosen = _select_files(layout, config)
     mask_paths = None
@@ -808,13 +843,32 @@ def load_images(config: DataConfig) -> ImageSet:
     return ImageSet(images=tensors["images"], labels=tensors["labels"], class_names=layout.class_names,
                     source=str(layout.folder), split=config.split, cache_key=key,
                     skipped=[name for name, _ in skipped], files=metadata["files"],
-                    dataset=dataset_identity(layout.root, layout.class_names), masks=tensors.get("masks"))
+                    dataset=dataset_identity(layout.root, layout.class_names), masks=tensors.get("masks"),
+                    subjects=_subjects_of(metadata["files"], config.subject_pattern))
+
+
+def _subjects_of(files: list[str], pattern: str | None) -> list[str]:
+    """Subject ids of 2D files under ``subject_pattern`` ([] without one).
+
+    Raises:
+        DatasetLayoutError: when some file names do not match the pattern (examples listed).
+    """
+    if pattern is None:
+        return []
+    ids = [subject_of(Path(name).stem, pattern) for name in files]
+    unmatched = [name for name, subject in zip(files, ids) if subject is None]
+    if unmatched:
+        raise DatasetLayoutError(f"{len(unmatched)} file(s) have no subject id under subject_pattern={pattern!r} "
+                                 f"(e.g. {unmatched[:3]}); fix the pattern (presets: {sorted(SUBJECT_PATTERNS)}) or "
+                                 f"rename the files")
+    return ids
 
 
 def _check_config(config: DataConfig) -> None:
     """Fail early, with the valid choices, on settings the loader cannot honour."""
     check_power_of_two_size(config.image_size)
-    if config.channels not in (1, 3):
+    stacked = isinstance(config.modality, (list, tuple)) and len(config.modality) == config.channels
+    if config.channels not in (1, 3) and not stacked:
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {config.channels!r}")
     if config.split not in SPLIT_FOLDER_NAMES:
         raise ValueError(f"split must be one of {sorted(SPLIT_FOLDER_NAMES)}, got {config.split!r}")
@@ -826,7 +880,26 @@ def _check_config(config: DataConfig) -> None:
         subject_of("", config.subject_pattern)  # a regex without a subject group fails here, before any work
     if config.missing_masks not in ("error", "skip"):
         raise ValueError(f'missing_masks must be "error" or "skip", got {config.missing_masks!r}')
+    _check_volume_config(config)
 
+
+def _check_volume_config(config: DataConfig) -> None:
+    """The volume settings (checked for every dataset: a typo fails before any work, not when volumes appear)."""
+    from .volumes import INTENSITY_MODES, SLICE_AXES
+
+    if config.slice_axis not in SLICE_AXES:
+        raise ValueError(f"slice_axis must be one of {sorted(SLICE_AXES)}, got {config.slice_axis!r}")
+    low, high = config.slice_band
+    if not 0 <= low <= high <= 1:
+        raise ValueError(f"slice_band must be (low, high) with 0 <= low <= high <= 1 (shares of the brain's extent), "
+                         f"got {config.slice_band!r}")
+    if not isinstance(config.slice_every, int) or config.slice_every < 1:
+        raise ValueError(f"slice_every must be an integer >= 1, got {config.slice_every!r}")
+    if config.intensity not in INTENSITY_MODES:
+        raise ValueError(f"intensity must be one of {INTENSITY_MODES}, got {config.intensity!r}")
+    if isinstance(config.modality, (list, tuple)) and len(config.modality) != config.channels:
+        raise ValueError(f"modality={tuple(config.modality)!r} stacks {len(config.modality)} volumes as channels, so "
+                         f"channels must be {len(config.modality)}, got {config.channels}")
 
 def _decode_split(folder: Path, chosen: list[tuple[Path, int]], config: DataConfig,
                   mask_paths: list[Path] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -983,3 +1056,4 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
         float32 tensor of the same shape and device.
     """
     return images.float().div(127.5).sub(1) if images.dtype == torch.uint8 else images.float()
+

@@ -131,8 +131,8 @@ class LeakageReport:
     def test_indices(self, test: ImageSet) -> list[int]:
         """Test images to drop: those of a shared subject and those with a near-twin in training."""
         shared = set(self.shared_subjects["subject"])
-        by_subject = [i for i, name in enumerate(test.files) if self.subject_pattern
-                      and subject_of(_stem(name), self.subject_pattern) in shared]
+        ids = subject_ids(test, self.subject_pattern) if self.n_test_subjects is not None else []
+        by_subject = [i for i, subject in enumerate(ids) if subject in shared]
         return sorted(set(by_subject) | set(self.near_duplicates.test_indices))
 
     def clean(self, test: ImageSet) -> ImageSet:
@@ -142,7 +142,7 @@ class LeakageReport:
 
     def summary(self) -> str:
         """Two lines for notebooks and the README."""
-        if self.subject_pattern is None:
+        if self.n_test_subjects is None:
             subjects = "no subject ids (pass subject_pattern to check subjects)"
         else:
             subjects = (f"{len(self.shared_subjects)} of {self.n_test_subjects} test subjects also in training "
@@ -154,14 +154,36 @@ def _stem(name: str) -> str:
     return name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
 
 
+def subject_ids(data: ImageSet, subject_pattern: str | None = None) -> list[str] | None:
+    """The subject id of every image: ``data.subjects`` (volumes, or loaded with a subject pattern), else from the
+    file names with ``subject_pattern``, else None.
+
+    Raises:
+        ValueError: when a pattern is given but the set has no file names or a file name does not match it.
+    """
+    if data.subjects:
+        return list(data.subjects)
+    if subject_pattern is None:
+        return None
+    if not data.files:
+        raise ValueError(f"the {data.split} set has no file names, so no subject ids: load it with load_images")
+    ids = [subject_of(_stem(name), subject_pattern) for name in data.files]
+    missing = [name for name, subject in zip(data.files, ids) if subject is None]
+    if missing:
+        raise ValueError(f"{len(missing)} {data.split} file(s) have no subject id under {subject_pattern!r} "
+                         f"(e.g. {missing[:3]})")
+    return ids
+
+
 def leakage_audit(train: ImageSet, test: ImageSet, *, subject_pattern: str | None = None,
                   max_distance: int = DEFAULT_MAX_DISTANCE) -> LeakageReport:
-    """Subjects shared by the two splits (when file names carry subject ids) and near-duplicate slices (pHash).
+    """Subjects shared by the two splits (when subject ids are known) and near-duplicate slices (pHash).
 
     Args:
         train: the training split (with ``files``).
         test: the test split (with ``files``).
-        subject_pattern: ``"adni"``, ``"oasis"`` or a regex with ``(?P<subject>...)`` (see ``DataConfig``).
+        subject_pattern: ``"adni"``, ``"oasis"`` or a regex with ``(?P<subject>...)`` (see ``DataConfig``); not
+            needed for sets that carry subject ids (volumes).
         max_distance: pHash bits (of 64) that still count as a near-duplicate.
     Returns:
         The :class:`LeakageReport`.
@@ -170,18 +192,9 @@ def leakage_audit(train: ImageSet, test: ImageSet, *, subject_pattern: str | Non
     """
     shared = pd.DataFrame(columns=["subject", "train_images", "test_images"])
     n_train_subjects = n_test_subjects = None
-    if subject_pattern is not None:
-        counts = []
-        for data in (train, test):
-            if not data.files:
-                raise ValueError(f"the {data.split} set has no file names, so no subject ids: load it with load_images")
-            ids = [subject_of(_stem(name), subject_pattern) for name in data.files]
-            missing = [name for name, subject in zip(data.files, ids) if subject is None]
-            if missing:
-                raise ValueError(f"{len(missing)} {data.split} file(s) have no subject id under {subject_pattern!r} "
-                                 f"(e.g. {missing[:3]})")
-            counts.append(pd.Series(ids).value_counts())
-        train_counts, test_counts = counts
+    train_ids, test_ids = subject_ids(train, subject_pattern), subject_ids(test, subject_pattern)
+    if train_ids is not None and test_ids is not None:
+        train_counts, test_counts = pd.Series(train_ids).value_counts(), pd.Series(test_ids).value_counts()
         both = sorted(set(train_counts.index) & set(test_counts.index))
         shared = pd.DataFrame({"subject": both, "train_images": [int(train_counts[s]) for s in both],
                                "test_images": [int(test_counts[s]) for s in both]})
