@@ -65,6 +65,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
                        "max_minutes": 5.0, "sample_every": 500, "checkpoint_every": 1000}),
         ("05_stylegan2", {"dataset": "demo", "image_size": 64, "max_minutes": 5.0, "augment": "diffaugment",
                           "sample_every": 500, "checkpoint_every": 1000}),
+        ("08_volumes", {"max_minutes": 3.0}),  # the demo volumes (its run is of another dataset: 99 leaves it out)
         ("99_compare", {"dataset": "demo", "runs_root": "{batch}", "n_samples": 500}),
     ],
     "smoke": [
@@ -74,6 +75,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("03_wgan_gp", {"max_steps": 2}),
         ("04_progan", {}),
         ("05_stylegan2", {}),
+        ("08_volumes", {}),
         ("99_compare", {"runs_root": "{batch}"}),
     ],
 }

@@ -192,7 +192,8 @@ def resolve_dataset(spec: str, cache_dir: str | os.PathLike | None = None, *, se
     """Turn a dataset spec into the folder that holds the dataset.
 
     Args:
-        spec: ``"demo"`` (synthetic set built on first use), ``"kaggle:<shortcut>"`` (see ``KAGGLE_SHORTCUTS``),
+        spec: ``"demo"`` (synthetic set built on first use), ``"demo-volumes"`` (the same for NIfTI volumes),
+            ``"kaggle:<shortcut>"`` (see ``KAGGLE_SHORTCUTS``),
             ``"kaggle:<owner>/<name>[/versions/<N>]"``, or a local folder path.
         cache_dir: where the demo set is built; default as in :func:`resolve_cache_dir`.
         seed: seed of the demo set.
@@ -206,6 +207,10 @@ def resolve_dataset(spec: str, cache_dir: str | os.PathLike | None = None, *, se
         from .demo_data import build_demo_dataset, demo_root  # imported late: only the demo needs it
 
         return Path(build_demo_dataset(demo_root(resolve_cache_dir(cache_dir), seed), seed=seed))
+    if spec == "demo-volumes":
+        from .demo_data import build_demo_volumes, demo_volumes_root
+
+        return Path(build_demo_volumes(demo_volumes_root(resolve_cache_dir(cache_dir), seed), seed=seed))
     if spec.startswith("kaggle:"):
         return download_kaggle(spec.removeprefix("kaggle:"))
     return Path(spec).expanduser()

@@ -314,3 +314,90 @@ def _move_into_place(staging: Path, root: Path, params: dict) -> None:
     root.rename(outdated / root.name)
     staging.rename(root)
     shutil.rmtree(outdated, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ demo volumes
+
+DEMO_VOLUMES_VERSION = 1  # bump when the generated volumes change
+
+
+def demo_volumes_root(cache_dir: Path, seed: int = 0) -> Path:
+    """Folder of the demo volume set built with ``seed`` inside the cache folder."""
+    return Path(cache_dir) / f"demo-volumes-v{DEMO_VOLUMES_VERSION}-seed{seed}"
+
+
+def build_demo_volumes(root: str | Path, *, seed: int = 0, n_per_class: int = 5) -> Path:
+    """Write a small volume set: ``<class>/<subject>/{T1,seg,brainmask}.nii.gz`` for classes glioma and notumor.
+
+    Every subject is the 2 mm MNI152 template with its own gain, bias field, noise and small shift; glioma subjects
+    get a bright spherical-ish mass (their ``seg`` marks it; notumor ``seg`` volumes are empty). Half the subjects
+    are stored in LPS voxel order (x and y reversed, as DICOM-derived files often are), so the reorientation to RAS
+    is exercised offline. Deterministic from ``seed``; built in a staging folder and renamed into place.
+    THIS IS A TEMPLATE-DERIVED DEMO, NOT PATIENT DATA.
+
+    Args:
+        root: destination folder.
+        seed: random seed.
+        n_per_class: subjects per class.
+    Returns:
+        ``root``.
+    """
+    import nibabel as nib
+    from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
+
+    root = Path(root)
+    params = {"version": DEMO_VOLUMES_VERSION, "seed": seed, "n_per_class": n_per_class}
+    marker = root / ".complete"
+    if marker.is_file() and json.loads(marker.read_text()) == params:
+        return root
+    template = load_mni152_template(resolution=2)
+    volume = np.asarray(template.get_fdata(), np.float32)  # (x, y, z) RAS+, 2 mm
+    brain = np.asarray(load_mni152_brain_mask(resolution=2).get_fdata()) > 0.5
+    volume /= volume.max()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        for class_index, label in enumerate(("glioma", "notumor")):
+            rng = np.random.default_rng([seed, class_index, 7])
+            for n in range(n_per_class):
+                image, lesion = _demo_subject(volume, brain, rng, with_lesion=label == "glioma")
+                affine, stored = template.affine.copy(), [image, lesion.astype(np.uint8), brain.astype(np.uint8)]
+                if n % 2:  # LPS storage: same anatomy, x and y reversed in the array
+                    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+                    flip[:2, 3] = np.array(volume.shape[:2]) - 1
+                    affine = affine @ flip
+                    stored = [array[::-1, ::-1, :] for array in stored]
+                folder = staging / label / f"{label}-{n:02d}"
+                folder.mkdir(parents=True)
+                for name, array in zip(("T1", "seg", "brainmask"), stored):
+                    nib.save(nib.Nifti1Image(np.ascontiguousarray(array), affine), folder / f"{name}.nii.gz")
+        (staging / "README.txt").write_text("MedGAN demo volumes: the MNI152 2009 template (shipped with nilearn) "
+                                            "with procedural lesions. THIS IS A TEMPLATE-DERIVED DEMO, NOT PATIENT "
+                                            "DATA.\n")
+        (staging / ".complete").write_text(json.dumps(params))
+        _move_into_place(staging, root, params)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return root
+
+
+def _demo_subject(volume: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
+                  with_lesion: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One subject: (int16 T1 volume 0..1000, boolean lesion volume), both (x, y, z)."""
+    shift = rng.integers(-2, 3, size=3)
+    image = np.roll(volume, shift, axis=(0, 1, 2))
+    inside = np.roll(brain, shift, axis=(0, 1, 2))
+    bias = ndimage.zoom(rng.uniform(0.85, 1.15, size=(3, 3, 3)), np.array(volume.shape) / 3, order=1)
+    image = image * bias[:volume.shape[0], :volume.shape[1], :volume.shape[2]] * rng.uniform(0.8, 1.2)
+    lesion = np.zeros(volume.shape, bool)
+    if with_lesion:
+        depth = ndimage.distance_transform_edt(inside)
+        candidates = np.argwhere(depth > 8)
+        centre = candidates[rng.integers(len(candidates))]
+        grid = np.indices(volume.shape).transpose(1, 2, 3, 0) - centre  # (x, y, z, 3) offsets in voxels
+        radius = rng.uniform(4, 7) * (1 + 0.15 * rng.standard_normal(3))
+        lesion = ((grid / radius) ** 2).sum(-1) < 1
+        image = np.where(lesion, 0.95 * image.max(), image)
+    image = np.abs(image + rng.normal(0, 0.01, volume.shape)) * inside + 0.005 * rng.random(volume.shape) * ~inside
+    return np.round(image / max(image.max(), 1e-6) * 1000).astype(np.int16), lesion

@@ -420,6 +420,46 @@ def plot_loss_comparison(histories: dict[str, pd.DataFrame], smooth: int = 5, *,
     return _finish(fig, save_to)
 
 
+def plot_volume_planes(subject, config, *, save_to: str | Path | None = None) -> Figure:
+    """One subject's axial, coronal and sagittal planes through the brain's centre, as the loader sees them.
+
+    The chosen slices along ``config.slice_axis`` are drawn as lines on the two other planes, and the label (when
+    there is one) as a red contour, so a user checks orientation, slice band and masks before training.
+
+    Args:
+        subject: a ``volumes.VolumeSubject`` (e.g. from ``volumes.scan_volumes``).
+        config: the ``DataConfig`` used to load the slices.
+        save_to: optional PNG path.
+    Returns:
+        The figure.
+    """
+    from .volumes import SLICE_AXES, chosen_slices, pixel_aspect, read_subject, view_slice
+
+    volumes = read_subject(subject, config)
+    centre = [int(np.mean(np.flatnonzero(volumes.brain.any(axis=tuple(a for a in range(3) if a != axis)))))
+              for axis in range(3)]  # brain centre along x, y, z
+    cut_axis = SLICE_AXES[config.slice_axis]
+    chosen = chosen_slices(volumes.brain, volumes.label, cut_axis, config)
+    fig, axes = _new_figure(1, 3, (12, 4.2))
+    for ax, (view, axis) in zip(axes, SLICE_AXES.items()):
+        ax.imshow(view_slice(volumes.channels[0], axis, centre[axis]), cmap="gray", vmin=0, vmax=1,
+                  aspect=1 / pixel_aspect(volumes.zooms, axis))
+        if volumes.label is not None:
+            ax.contour(view_slice(volumes.label, axis, centre[axis]), levels=[0.5], colors="red", linewidths=0.8)
+        if axis != cut_axis and chosen:  # where the chosen slices cut this plane
+            others = [a for a in range(3) if a != axis]
+            size = volumes.brain.shape[cut_axis]
+            for k in (chosen[0], chosen[-1]):
+                position = size - 1 - k  # view_slice flips both in-plane axes
+                draw = ax.axvline if others[0] == cut_axis else ax.axhline
+                draw(position, color="yellow", linewidth=1)
+        ax.set_title(f"{view} {centre[axis]}" + (f" ({len(chosen)} slices)" if axis == cut_axis else ""))
+        ax.axis("off")
+    fig.suptitle(f"{subject.subject} ({subject.class_name}): {config.slice_axis} slices {chosen[0] if chosen else '-'}"
+                 f"..{chosen[-1] if chosen else '-'} between the yellow lines")
+    return _finish(fig, save_to)
+
+
 def _rows_by_class(images: torch.Tensor, labels: torch.Tensor | Sequence[int], nrow: int | None,
                    class_names: Sequence[str] | None) -> tuple[torch.Tensor, int, list[str]]:
     """Reorder a batch so each class fills its own rows (blank tiles pad a class's last row).

@@ -294,7 +294,7 @@ def _normalise(volume: np.ndarray, brain: np.ndarray, mode: str) -> np.ndarray:
     return np.where(brain, np.clip(scaled, 0, 1), 0).astype(np.float32)
 
 
-def _view(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+def view_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     """One slice of a RAS+ array in viewing orientation: rows top->bottom, columns left->right.
 
     The two remaining RAS+ axes run (R or A, then A or S); transposing and flipping both puts superior/anterior
@@ -303,15 +303,24 @@ def _view(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.take(volume, index, axis=axis).T[::-1, ::-1]
 
 
-def slice_subject(subject: VolumeSubject, config: DataConfig) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
-    """Slice one subject's volumes as the config says.
+@dataclass
+class SubjectVolumes:
+    """One subject read for slicing: RAS+ arrays (x, y, z) on one grid."""
+
+    channels: list[np.ndarray]  # float32 in [0, 1], normalised inside the brain, 0 outside
+    brain: np.ndarray  # bool: the brain mask file, or the estimated head region
+    label: np.ndarray | None  # bool: voxels of the chosen label values
+    zooms: tuple[float, float, float]  # mm per voxel along x, y, z
+
+
+def read_subject(subject: VolumeSubject, config: DataConfig) -> SubjectVolumes:
+    """Read, reorient and normalise one subject's volumes.
 
     Args:
         subject: its files.
-        config: ``slice_axis``, ``slice_band``, ``slice_every``, ``slices_with_label``, ``intensity``, ``image_size``,
-            ``channels``, ``masks`` and ``mask_labels`` are used.
+        config: ``modality``, ``intensity`` and ``mask_labels`` are used.
     Returns:
-        ``(images (n, C, S, S) uint8, masks (n, 1, S, S) uint8 0/255 or None, slice indices along the axis)``.
+        The :class:`SubjectVolumes`.
     Raises:
         ValueError: for volumes of different shapes (label or brain mask vs image, or two modalities).
     """
@@ -340,26 +349,58 @@ def slice_subject(subject: VolumeSubject, config: DataConfig) -> tuple[np.ndarra
     label = None
     if "label" in extra:
         label = np.isin(np.rint(extra["label"]), config.mask_labels) if config.mask_labels else extra["label"] > 0
+    return SubjectVolumes([_normalise(array, brain, config.intensity) for array in arrays], brain, label,
+                          tuple(float(z) for z in volumes[0].header.get_zooms()[:3]))
+
+
+def pixel_aspect(zooms: tuple[float, float, float], axis: int) -> float:
+    """Width over height of a pixel of :func:`view_slice` along ``axis`` (columns run along the first remaining
+    RAS axis after its transpose)."""
+    first, second = (zooms[a] for a in range(3) if a != axis)
+    return first / second
+
+
+def slice_subject(subject: VolumeSubject, config: DataConfig) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+    """Slice one subject's volumes as the config says.
+
+    Args:
+        subject: its files.
+        config: ``slice_axis``, ``slice_band``, ``slice_every``, ``slices_with_label``, ``intensity``, ``image_size``,
+            ``channels``, ``masks`` and ``mask_labels`` are used.
+    Returns:
+        ``(images (n, C, S, S) uint8, masks (n, 1, S, S) uint8 0/255 or None, slice indices along the axis)``.
+    Raises:
+        ValueError: for volumes of different shapes (label or brain mask vs image, or two modalities).
+    """
+    volumes = read_subject(subject, config)
     axis = SLICE_AXES[config.slice_axis]
-    indices = _chosen_slices(brain, label, axis, config)
-    zooms = volumes[0].header.get_zooms()[:3]
-    in_plane = [zooms[a] for a in range(3) if a != axis]  # mm per pixel along (columns before transposing, rows)
-    aspect = in_plane[0] / in_plane[1]  # after the transpose in _view, columns run along the first remaining axis
-    normalised = [_normalise(array, brain, config.intensity) for array in arrays]
-    images = np.stack([np.stack([_square(_view(v, axis, k), config.image_size, aspect) for v in normalised])
-                       for k in indices]) if indices else np.zeros((0, len(arrays), config.image_size,
-                                                                    config.image_size), np.uint8)
+    indices = chosen_slices(volumes.brain, volumes.label, axis, config)
+    aspect = pixel_aspect(volumes.zooms, axis)
+    size = config.image_size
+    images = np.stack([np.stack([_square(view_slice(v, axis, k), size, aspect) for v in volumes.channels])
+                       for k in indices]) if indices else np.zeros((0, len(volumes.channels), size, size), np.uint8)
     if config.channels == 3 and images.shape[1] == 1:
         images = images.repeat(3, axis=1)  # gray replicated, as for 2D images
     masks = None
-    if config.masks and label is not None:
-        masks = np.stack([_square(_view(label, axis, k).astype(np.float32), config.image_size, aspect, mask=True)
-                          for k in indices])[:, None] if indices else None
+    if config.masks and volumes.label is not None and indices:
+        masks = np.stack([_square(view_slice(volumes.label, axis, k).astype(np.float32), size, aspect, mask=True)
+                          for k in indices])[:, None]
     return images, masks, indices
 
 
-def _chosen_slices(brain: np.ndarray, label: np.ndarray | None, axis: int, config: DataConfig) -> list[int]:
-    """Slice indices: the band of the brain's extent along the axis, every k-th, optionally only with label."""
+def chosen_slices(brain: np.ndarray, label: np.ndarray | None, axis: int, config: DataConfig) -> list[int]:
+    """Slice indices: the band of the brain's extent along the axis, every k-th, optionally only with label.
+
+    Args:
+        brain: (x, y, z) bool brain mask.
+        label: (x, y, z) bool label mask, or None.
+        axis: 0, 1 or 2 (see ``SLICE_AXES``).
+        config: ``slice_band``, ``slice_every`` and ``slices_with_label`` are used.
+    Returns:
+        Sorted slice indices along ``axis``.
+    Raises:
+        ValueError: for ``slices_with_label`` without a label volume.
+    """
     other = tuple(a for a in range(3) if a != axis)
     present = np.flatnonzero(brain.any(axis=other))
     if present.size == 0:
