@@ -442,7 +442,7 @@ def plot_volume_planes(subject, config, *, save_to: str | Path | None = None) ->
     chosen = chosen_slices(volumes.brain, volumes.label, cut_axis, config)
     fig, axes = _new_figure(1, 3, (12, 4.2))
     for ax, (view, axis) in zip(axes, SLICE_AXES.items()):
-        ax.imshow(view_slice(volumes.channels[0], axis, centre[axis]), cmap="gray", vmin=0, vmax=1,
+        ax.imshow(volumes.picture(0, axis, centre[axis]), cmap="gray", vmin=0, vmax=1,
                   aspect=1 / pixel_aspect(volumes.zooms, axis))
         if volumes.label is not None:
             ax.contour(view_slice(volumes.label, axis, centre[axis]), levels=[0.5], colors="red", linewidths=0.8)
