@@ -1,12 +1,15 @@
 """Atomic file writes: a killed process leaves either the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -58,3 +61,36 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: str | Path, replace: bool = False) -> Iterator[Path]:
+    """A fresh sibling folder to write into; it becomes ``out_dir`` only when the block completes.
+
+    An interrupted write leaves ``out_dir`` as it was (and no staging folder); with ``replace`` an earlier
+    ``out_dir`` is swapped out only after the new one is complete.
+
+    Args:
+        out_dir: the destination folder.
+        replace: allow replacing a non-empty ``out_dir``.
+    Returns:
+        A context manager yielding the staging folder.
+    Raises:
+        FileExistsError: when ``out_dir`` holds files and ``replace`` is not set (nothing is written).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not replace:
+        raise FileExistsError(f"{out_dir} exists and is not empty (an earlier export?); choose a new folder or pass "
+                              "replace=True (--replace in the CLI), which swaps it only once the new export is "
+                              "complete (nothing was overwritten)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield staging
+        previous = out_dir.rename(staging.with_name(staging.name + ".old")) if out_dir.exists() else None
+        staging.rename(out_dir)
+        if previous is not None:
+            shutil.rmtree(previous)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)

@@ -36,9 +36,11 @@ from PIL import Image
 from scipy import ndimage
 
 from .config import DataConfig
-from .data import (SPLIT_FOLDER_NAMES, VOLUME_FILE_SUFFIXES, DatasetLayoutError, ImageSet, MissingMaskWarning, UnreadableImageWarning,
-                   _fit_square, dataset_identity, held_out_subjects, order_classes, read_tensor_cache,
-                   write_tensor_cache)
+from .data import (MASK_SUFFIX, SPLIT_FOLDER_NAMES, VOLUME_FILE_SUFFIXES, DatasetLayoutError, ImageSet,
+                   MissingMaskWarning, UnreadableImageWarning, _fit_square, dataset_identity, held_out_subjects,
+                   order_classes, read_tensor_cache, write_tensor_cache)
+from .fileio import staged_folder
+from .sampling import picture_array
 
 logger = logging.getLogger(__name__)
 
@@ -561,3 +563,44 @@ def _slice_subjects(root: Path, chosen: list[VolumeSubject], class_names: list[s
     if masks:
         tensors["masks"] = torch.from_numpy(np.concatenate(masks))
     return tensors, {"files": files, "subjects": subjects, "skipped": skipped}
+
+
+def export_slices(data: ImageSet, out_dir: str | os.PathLike, *, replace: bool = False) -> Path:
+    """Write loaded volume slices as a 2D dataset any pipeline reads, with where each slice came from.
+
+    Layout: ``<out_dir>/<class>/<subject>_<index>.png`` (+ ``<subject>_<index>_mask.png`` when the set has masks) and
+    ``manifest.csv`` (file, class, subject, volume, axis, slice). The names follow the ``adni`` subject pattern, so
+    ``load_images(DataConfig(dataset=out_dir, subject_pattern="adni"))`` splits the PNGs by subject again.
+
+    Args:
+        data: slices from :func:`medgan_core.data.load_images` on a volume dataset.
+        out_dir: destination; refused when it holds files unless ``replace`` (swapped in only when complete).
+        replace: replace an earlier export.
+    Returns:
+        ``out_dir``.
+    Raises:
+        ValueError: for a set without subject ids or volume slice names (not loaded from volumes).
+        FileExistsError: see ``replace``.
+    """
+    if not data.subjects or not all("#" in name for name in data.files):
+        raise ValueError("export_slices needs slices loaded from volumes (subject ids and <volume>#<axis>=<index> "
+                         "names); a 2D dataset is already a folder of images")
+    out_dir = Path(out_dir)
+    with staged_folder(out_dir, replace) as staging:
+        rows = []
+        for k, (name, subject) in enumerate(zip(data.files, data.subjects)):
+            volume, cut = name.rsplit("#", 1)
+            axis, index = cut.split("=")
+            class_name = data.class_names[int(data.labels[k])]
+            stem = f"{subject}_{index}"
+            (staging / class_name).mkdir(exist_ok=True)
+            Image.fromarray(picture_array(data.images[k])).save(staging / class_name / f"{stem}.png")
+            if data.masks is not None:
+                Image.fromarray(data.masks[k, 0].numpy()).save(staging / class_name / f"{stem}{MASK_SUFFIX}.png")
+            rows.append({"file": f"{class_name}/{stem}.png", "class": class_name, "subject": subject,
+                         "volume": volume, "axis": axis, "slice": int(index)})
+        with open(staging / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return out_dir

@@ -261,3 +261,26 @@ def test_dicom_series_folders_load_like_nifti_and_mixed_series_are_picked_by_mod
     for part in loaded:
         hits = bright_pixels(part.images)
         assert len(hits) and hits[:, 1].max() < 8 and hits[:, 2].max() < 8, "marker top left, as for NIfTI"
+
+
+def test_exported_slices_keep_subject_volume_and_index_and_load_back_by_subject(tmp_path):
+    root = tmp_path / "set"
+    for n in range(4):
+        label = np.zeros(SHAPE)
+        label[8:12, 8:12, 5:9] = 1
+        write_subject(root / "c" / f"sub{n}", ras_head(), label)
+    loaded = load_images(config(root, tmp_path, masks=True))
+    out = volumes.export_slices(loaded, tmp_path / "export")
+    manifest = (out / "manifest.csv").read_text().splitlines()
+    assert manifest[0] == "file,class,subject,volume,axis,slice" and len(manifest) == len(loaded) + 1
+    first = manifest[1].split(",")
+    assert first[2] == loaded.subjects[0] and first[3] == loaded.files[0].split("#")[0] and first[4] == "axial"
+    again = load_images(DataConfig(dataset=str(out), image_size=16, masks=True, subject_pattern="adni",
+                                   split="train", test_fraction=0.01, cache_dir=str(tmp_path / "cache2")))
+    assert set(again.subjects) <= set(loaded.subjects) and len(again) > 0
+    for name, image, mask in zip(again.files, again.images, again.masks):
+        subject, index = Path(name).stem.rsplit("_", 1)
+        k = next(i for i, f in enumerate(loaded.files) if f.startswith(f"c/{subject}/") and f.endswith(f"={index}"))
+        assert torch.equal(image, loaded.images[k]) and torch.equal(mask, loaded.masks[k]), "pixels survive"
+    with pytest.raises(FileExistsError):
+        volumes.export_slices(loaded, out)
