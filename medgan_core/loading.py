@@ -8,8 +8,9 @@ Sampling, export, plots and explorers take their class names from it when none a
 """
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ class GeneratorInfo:
     training_data: str | None = None  # the dataset spec or folder name it was trained on
     step: int | None = None  # generator updates trained
     images_seen: int | None = None  # real images shown to D
-    metrics: dict = field(default_factory=dict)  # metrics recorded with it (pretrained folders)
+    metrics: dict = field(default_factory=dict)  # metrics recorded for these weights (pretrained folders; a run
+                                                 # folder's metrics.json when it scored this very generator)
     meta: dict = field(default_factory=dict, repr=False)  # the checkpoint's JSON metadata or the config.json
 
     def as_dict(self) -> dict[str, Any]:
@@ -62,7 +64,8 @@ class GeneratorInfo:
             f"trained on:    {self.training_data or 'not recorded'}; {describe_dataset(self.dataset)}",
             f"step:          {self.step if self.step is not None else 'not recorded'}"
             + (f" ({self.images_seen:,} images seen)" if self.images_seen is not None else ""),
-            f"metrics:       {self.metrics or 'none recorded'}",
+            "metrics:       " + (", ".join(f"{key} {value:.3g}" for key, value in self.metrics.items())
+                                     if self.metrics else "none recorded"),
             f"model config:  {config}",
         ]
         train = self.meta.get("train_config")
@@ -99,11 +102,29 @@ def load_generator(source: str | Path, *, device: str | torch.device = "cpu", us
         raise ValueError(f"revision={revision!r} applies to Hub ids, but {source} is a local path")
     generator, checkpoint = generator_from_checkpoint(path, use_ema=use_ema, device=device,
                                                       expected_model=expected_model)
-    generator.info = checkpoint_info(checkpoint.meta, generator, source=checkpoint.path,
-                                     format_version=checkpoint.format_version,
-                                     weights=checkpoint.generator_prefix(use_ema))
+    info = checkpoint_info(checkpoint.meta, generator, source=checkpoint.path,
+                           format_version=checkpoint.format_version, weights=checkpoint.generator_prefix(use_ema))
+    generator.info = replace(info, metrics=_run_metrics(Path(checkpoint.path).parent.parent, generator))
     _check_class_count(generator)
     return generator
+
+
+def _run_metrics(run_dir: Path, generator: nn.Module) -> dict:
+    """The numeric metrics of ``run_dir/metrics.json`` (the notebooks' Evaluate section) when they scored exactly
+    this generator's weights; {} otherwise (no file, or an evaluation of an earlier checkpoint)."""
+    from .checkpoint import state_dict_sha256
+    from .evaluate import METRICS_NAME
+
+    path = run_dir / METRICS_NAME
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if (saved.get("key") or {}).get("generator_sha256") != state_dict_sha256(generator):
+        return {}
+    return {key: value for key, value in (saved.get("metrics") or {}).items()
+            if isinstance(value, (int, float)) and " low [" not in key and " high [" not in key
+            and key not in ("n_generated", "img_per_s")}
 
 
 def checkpoint_info(meta: dict[str, Any], generator: nn.Module, *, source: str | Path, format_version: int,

@@ -126,3 +126,20 @@ def test_checkpoints_of_unknown_models_or_without_generator_weights_fail_clearly
     with pytest.raises(CheckpointError, match="weights 'G' do not fit the model"):
         load_generator(critic_only)
     assert main(["info", str(critic_only)]) == 2 and "weights 'G' do not fit" in capsys.readouterr().err
+
+
+def test_a_run_folders_metrics_show_only_for_the_weights_they_scored(trained, tmp_path):
+    import shutil
+
+    from medgan_core.checkpoint import state_dict_sha256
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained[0], run_dir)
+    assert load_generator(run_dir).info.metrics == {}
+    scored = load_generator(run_dir)
+    saved = {"key": {"generator_sha256": state_dict_sha256(scored)},
+             "metrics": {"relative_fd [evaluator:cnn]": 3.5, "relative_fd low [evaluator:cnn]": 2.0, "model": "x"}}
+    (run_dir / "metrics.json").write_text(json.dumps(saved))
+    info = load_generator(run_dir).info
+    assert info.metrics == {"relative_fd [evaluator:cnn]": 3.5} and "relative_fd [evaluator:cnn] 3.5" in info.summary()
+    assert load_generator(run_dir, use_ema=False).info.metrics == {}, "other weights: the scores are not theirs"
