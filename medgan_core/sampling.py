@@ -16,7 +16,7 @@ import torchvision
 from PIL import Image
 
 from . import __version__
-from .data import ImageSet, to_uint8
+from .data import MASK_SUFFIX, ImageSet, to_uint8
 from .fileio import atomic_write_bytes, atomic_write_json, staged_folder
 
 
@@ -230,22 +230,40 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
     """Tile images into one picture.
 
     Args:
-        images: (N, C, H, W) float in [-1, 1] (C = 1 or 3).
+        images: (N, C, H, W) float in [-1, 1] (C = 1 or 3; 2 or 4: with a mask channel, drawn as a red overlay).
         nrow: images per row; default ~sqrt(N).
         padding: black pixels between tiles.
     Returns:
         uint8 array (H', W') for 1 channel or (H', W', 3).
     """
-    images = to_uint8(images).cpu()
+    images = mask_overlay(to_uint8(images)).cpu()
     nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
     grid = torchvision.utils.make_grid(images, nrow=nrow, padding=padding, pad_value=0)  # (3, H', W'): gray repeated
     array = grid.permute(1, 2, 0).numpy()  # (H', W', 3)
     return array[..., 0] if images.shape[1] == 1 else array
 
 
+def mask_overlay(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images with a mask channel (see :func:`split_masks`) as RGB with the mask tinted red; others unchanged.
+
+    Args:
+        images: (N, C, H, W) uint8.
+    Returns:
+        (N, C or 3, H, W) uint8.
+    """
+    pictures, masks = split_masks(images)
+    if masks is None:
+        return images
+    rgb = pictures.expand(-1, 3, -1, -1) if pictures.shape[1] == 1 else pictures
+    red = torch.tensor([255, 0, 0], dtype=torch.float32, device=images.device)[None, :, None, None]
+    inside = (masks > 127).float()  # (N, 1, H, W)
+    return (rgb.float() * (1 - 0.4 * inside) + 0.4 * inside * red).round().to(torch.uint8)
+
+
 def picture_array(image: torch.Tensor) -> np.ndarray:
-    """One (C, H, W) image, uint8 or float in [-1, 1], as an (H, W) or (H, W, 3) uint8 array (for PIL, matplotlib)."""
-    pixels = image if image.dtype == torch.uint8 else to_uint8(image)
+    """One (C, H, W) image, uint8 or float in [-1, 1], as an (H, W) or (H, W, 3) uint8 array (for PIL, matplotlib);
+    an image with a mask channel shows its mask as a red overlay."""
+    pixels = mask_overlay((image if image.dtype == torch.uint8 else to_uint8(image))[None])[0]
     array = pixels.cpu().permute(1, 2, 0).numpy()
     return array[..., 0] if array.shape[-1] == 1 else array
 
@@ -311,8 +329,21 @@ def synthetic_set(generator: nn.Module, n_per_class: int, *, class_names: Sequen
         images.append(to_uint8(sample(generator, n_per_class, label, seed=seed + class_index, batch_size=batch_size,
                                       truncation_psi=truncation_psi, progress=progress)))
         labels.append(torch.full((n_per_class,), class_index, dtype=torch.long))
-    return ImageSet(torch.cat(images), torch.cat(labels), names, source=source, split="synthetic",
-                    cache_key=f"synthetic:{source}:{seed}:{n_per_class}:{truncation_psi:g}")
+    pictures, masks = split_masks(torch.cat(images))
+    return ImageSet(pictures, torch.cat(labels), names, source=source, split="synthetic",
+                    cache_key=f"synthetic:{source}:{seed}:{n_per_class}:{truncation_psi:g}",
+                    masks=None if masks is None else torch.where(masks > 127, 255, 0).to(torch.uint8))
+
+
+def split_masks(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Image+mask output (B, C + 1, H, W) -> (images (B, C, H, W), masks (B, 1, H, W)); (images, None) otherwise.
+
+    Images have 1 (gray) or 3 (RGB) channels, so 2 or 4 channels mean an image with its mask as the last channel
+    (image+mask models such as ``alpha-gan-gp``; > 0 in [-1, 1], or > 127 in uint8, is inside the mask).
+    """
+    if images.shape[1] in (2, 4):
+        return images[:, :-1], images[:, -1:]
+    return images, None
 
 
 def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, *,
@@ -359,8 +390,11 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
                 continue  # a class left out by ``classes``
             folder = staging / "Training" / name
             folder.mkdir(parents=True)
-            for index, image in enumerate(synthetic.images[synthetic.labels == class_index]):
-                Image.fromarray(picture_array(image)).save(folder / f"{name}_{index:05d}.png")
+            rows = torch.nonzero(synthetic.labels == class_index).flatten().tolist()
+            for index, row in enumerate(rows):
+                Image.fromarray(picture_array(synthetic.images[row])).save(folder / f"{name}_{index:05d}.png")
+                if synthetic.masks is not None:  # the layout load_images(DataConfig(masks=True)) reads back
+                    Image.fromarray(synthetic.masks[row, 0].numpy()).save(folder / f"{name}_{index:05d}{MASK_SUFFIX}.png")
             counts[name] = n_per_class
         atomic_write_json(staging / "manifest.json", {
             "kind": "synthetic MRI dataset generated by medgan_core (not patient data)",
@@ -369,7 +403,8 @@ def export_dataset(generator: nn.Module, out_dir: str | Path, n_per_class: int, 
             "trained_on": info.dataset if info else None, "step": info.step if info else None, "seed": seed,
             "seeds": {name: seed + k for k, name in enumerate(names) if name in counts}, "counts": counts,
             "truncation_psi": truncation_psi,
-            "image_size": generator.output_shape[-1], "channels": generator.output_shape[0],
+            "image_size": generator.output_shape[-1], "channels": synthetic.channels,
+            "masks": synthetic.masks is not None,  # <name>_mask.png beside each image (DataConfig(masks=True))
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "medgan_core": __version__,
         })
     if make_zip:

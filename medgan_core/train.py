@@ -169,6 +169,11 @@ def fit_model_config(model: str, data: ImageSet, model_config: dict[str, Any] | 
     if spec.conditional:
         from_data["num_classes"] = len(data.class_names)
     field_names = {f.name for f in dataclasses.fields(spec.config_cls)}
+    if "with_mask" in field_names:  # image+mask models: masks whenever the data have them
+        if values.get("with_mask") and data.masks is None:
+            raise ValueError(f"model_config with_mask=True but the training data have no masks: load them with "
+                             f"DataConfig(masks=True), or set with_mask=False to generate images only")
+        values.setdefault("with_mask", data.masks is not None)
     for key, value in from_data.items():
         if key not in field_names:
             continue
@@ -276,8 +281,9 @@ class Schedule:
 class StageBatches:
     """Endless, resumable real batches of the current stage's resolution and batch size, from one decoded cache."""
 
-    def __init__(self, data: ImageSet, train: TrainConfig, device: torch.device, world: World = World()):
-        self.data, self.train, self.device, self.world = data, train, device, world
+    def __init__(self, data: ImageSet, train: TrainConfig, device: torch.device, world: World = World(),
+                 masks: bool = False):
+        self.data, self.train, self.device, self.world, self.masks = data, train, device, world, masks
         self.stage: Stage | None = None
         self._batches: Iterator | None = None
 
@@ -294,7 +300,7 @@ class StageBatches:
                              f"{self.world.size} processes: use a multiple of {self.world.size}")
         stream = BatchStream(self.data, stage.batch_size, seed=self.train.seed + 1009 * stage.index,
                              balanced=self.train.balanced, hflip=self.train.hflip, device=self.device,
-                             channels_last=self.train.channels_last, resolution=stage.resolution)
+                             channels_last=self.train.channels_last, resolution=stage.resolution, masks=self.masks)
         self._batches = _endless(stream, (step - stage.start) * self.train.n_critic)
         finished, self.stage = self.stage, stage
         return finished
@@ -626,7 +632,8 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
     num_classes = len(data.class_names) if recipe.spec.conditional else 0
     world = recipe.world
     logger = RunLogger(run_dir, recipe, num_classes, state.step, schedule.total_steps, active=world.is_main)
-    batches, stopped = StageBatches(data, train, recipe.device, world), "completed"
+    masks = getattr(recipe.config, "with_mask", False)  # image+mask models see the mask as a last channel
+    batches, stopped = StageBatches(data, train, recipe.device, world, masks), "completed"
 
     def save() -> Path:  # rank 0 writes; every process gets the path
         logger.check_finite(model, last_checkpoint)

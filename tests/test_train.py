@@ -16,7 +16,8 @@ from medgan_core import losses
 from medgan_core.checkpoint import CheckpointError, generator_from_checkpoint, load_checkpoint
 from medgan_core.sampling import sample
 from medgan_core.train import NonFiniteLossError, fit
-from train_worker import AUGMENT, MODEL_CONFIG, MODEL_TRAIN, TINY_MODEL, tiny_image_set, tiny_train_config
+from train_worker import (AUGMENT, MASKED_MODELS, MODEL_CONFIG, MODEL_TRAIN, TINY_MODEL, tiny_image_set,
+                          tiny_train_config)
 
 WORKER = Path(__file__).with_name("train_worker.py")
 
@@ -32,7 +33,7 @@ def _run_worker(*args, wait=True):
 
 @pytest.mark.slow  # two subprocess training runs each
 @pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp", "progan", "stylegan2+ada", "cstylegan2+diffaugment",
-                                   "dcgan+ada"])
+                                   "dcgan+ada", "alpha-gan-gp"])
 def test_resume_after_sigkill_is_bit_identical(tmp_path, model):
     """Kill at step 5 (checkpoint at 4), resume to 8; ProGAN's checkpoint is mid-fade and the resume crosses into
     the 16 px stage at step 6. StyleGAN2 runs R1 and path length every 2 steps, and ADA's p moves every step, so
@@ -276,11 +277,12 @@ def test_stylegan2_lazy_regularisers_run_on_their_intervals_and_are_logged(tmp_p
     assert meta["loss_options"]["r1_gamma"] == 0.0002 * 32 ** 2 / 8  # the automatic rule, recorded
 
 
-@pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp", "progan", "stylegan2", "cstylegan2"])
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp", "progan", "stylegan2", "cstylegan2", "alpha-gan-gp"])
 def test_the_amp_path_runs_for_every_model_with_bfloat16_on_the_cpu(tmp_path, model):
     """The CUDA branch (autocast + GradScaler) exercised on a CPU with bfloat16, so a typo in it fails here."""
     config = tiny_train_config(2, 2, amp="bf16", **MODEL_TRAIN.get(model, {}))
-    result = fit(model, tiny_image_set(), config, tmp_path, model_config=MODEL_CONFIG.get(model, TINY_MODEL))
+    result = fit(model, tiny_image_set(masks=model in MASKED_MODELS), config, tmp_path,
+                 model_config=MODEL_CONFIG.get(model, TINY_MODEL))
     assert result.step == 2 and result.history[["d_loss", "g_loss"]].notna().all().all()
     scalers = load_checkpoint(result.checkpoint).meta["scalers"]
     assert scalers["g"]["scale"] > 0 and scalers["d"]["scale"] > 0  # the scalers ran (an unused one saves {})

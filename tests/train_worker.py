@@ -17,7 +17,10 @@ STYLEGAN2_TINY = {"z_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 1
 # StyleGAN2: both lazy regularisers every 2 steps so a short run exercises them
 STYLEGAN2_TRAIN = {"lr_g": 2.5e-3, "lr_d": 2.5e-3, "betas": (0.0, 0.99),
                    "loss_options": {"r1_interval": 2, "pl_interval": 2}}
-MODEL_TRAIN = {"wgan-gp": {"n_critic": 5, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4},  # the original MedGAN recipe / Gulrajani et al.
+WGAN_GP_TRAIN = {"n_critic": 5, "betas": (0.0, 0.9), "lr_g": 1e-4, "lr_d": 1e-4}  # Gulrajani et al.
+# Alpha-GAN-GP: 3 conv layers per scale, CBAM everywhere, self-attention at 8 px (16 and 32 px scales without)
+ALPHA_TINY = {"features": 4, "max_features": 8, "blocks": 3, "coarse_noise": 2, "attention_sizes": (8,)}
+MODEL_TRAIN = {"wgan-gp": WGAN_GP_TRAIN, "alpha-gan-gp": WGAN_GP_TRAIN,
                "progan": {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "loss_options": {"drift": 1e-3}},
                "stylegan2": STYLEGAN2_TRAIN, "cstylegan2": STYLEGAN2_TRAIN}
 # ADA starts at p = 0.5 and moves it by 8 images / 200 = 0.04 at every D step: it stays inside (0, 1) in 8 steps
@@ -26,11 +29,12 @@ AUGMENT = {"ada": {"augment": "ada", "augment_options": {"ada_kimg": 0.2, "inter
 # ProGAN: stages of 3 steps (24 images / batch 8), fading over the whole stage, so step 4 is mid-fade of 8 px
 MODEL_CONFIG = {"progan": {"base_features": 8, "z_dim": 8, "stage_images": 24, "fade_fraction": 1.0,
                            "stage_batch_sizes": (8, 8, 8, 4)},
-                "stylegan2": STYLEGAN2_TINY, "cstylegan2": STYLEGAN2_TINY}
+                "stylegan2": STYLEGAN2_TINY, "cstylegan2": STYLEGAN2_TINY, "alpha-gan-gp": {**ALPHA_TINY, "min_size": 8}}
+MASKED_MODELS = {"alpha-gan-gp"}  # trained on image+mask pairs
 
 
-def tiny_image_set(n: int = 48, size: int = 32, classes: int = 3) -> ImageSet:
-    """Deterministic blob images: a bright disc whose position depends on the class."""
+def tiny_image_set(n: int = 48, size: int = 32, classes: int = 3, masks: bool = False) -> ImageSet:
+    """Deterministic blob images: a bright disc whose position depends on the class (``masks``: it is the mask)."""
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     generator = torch.Generator().manual_seed(123)
     images, labels = [], []
@@ -40,8 +44,10 @@ def tiny_image_set(n: int = 48, size: int = 32, classes: int = 3) -> ImageSet:
         disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < 25).float()
         images.append((disc * 200 + torch.rand(size, size, generator=generator) * 40).to(torch.uint8))
         labels.append(label)
-    return ImageSet(torch.stack(images)[:, None], torch.tensor(labels), [f"class{k}" for k in range(classes)],
-                    source="tiny", split="train", cache_key="tiny-v1")
+    stacked = torch.stack(images)[:, None]  # (N, 1, S, S)
+    return ImageSet(stacked, torch.tensor(labels), [f"class{k}" for k in range(classes)], source="tiny",
+                    split="train", cache_key="tiny-v1", masks=torch.where(stacked > 150, 255, 0).to(torch.uint8)
+                    if masks else None)
 
 
 def tiny_train_config(max_steps: int, checkpoint_every: int, **overrides) -> TrainConfig:
@@ -64,5 +70,5 @@ if __name__ == "__main__":
             time.sleep(600)  # the test kills us with SIGKILL here
 
     settings = {**MODEL_TRAIN.get(model, {}), **AUGMENT[augment]}
-    fit(model, tiny_image_set(), tiny_train_config(max_steps, every, **settings), run_dir,
+    fit(model, tiny_image_set(masks=model in MASKED_MODELS), tiny_train_config(max_steps, every, **settings), run_dir,
         model_config=MODEL_CONFIG.get(model, TINY_MODEL), on_step=hang if hang_after else None)
