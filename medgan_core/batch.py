@@ -68,6 +68,8 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
                        "max_minutes": 5.0, "sample_every": 500, "checkpoint_every": 1000}),
         ("05_stylegan2", {"dataset": "demo", "image_size": 64, "max_minutes": 5.0, "augment": "diffaugment",
                           "sample_every": 500, "checkpoint_every": 1000}),
+        ("06_alpha_gan_gp", {"dataset": "demo", "image_size": 64, "max_minutes": 5.0, "sample_every": 500,
+                             "checkpoint_every": 1000}),
         ("08_volumes", {"max_minutes": 3.0}),  # the demo volumes (its run is of another dataset: 99 leaves it out)
         ("99_compare", {"dataset": "demo", "runs_root": "{batch}", "n_samples": 500}),
     ],
@@ -78,6 +80,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("03_wgan_gp", {"max_steps": 2}),
         ("04_progan", {}),
         ("05_stylegan2", {}),
+        ("06_alpha_gan_gp", {}),
         ("08_volumes", {}),
         ("99_compare", {"runs_root": "{batch}"}),
     ],
@@ -93,6 +96,9 @@ NOTEBOOK_FOR_MODEL: dict[str, tuple[str, dict[str, Any]]] = {
     "progan": ("04_progan", {}),
     "stylegan2": ("05_stylegan2", {"model": "stylegan2"}),
     "cstylegan2": ("05_stylegan2", {"model": "cstylegan2"}),
+    # images only in a comparison: it judges images, and most datasets have no masks
+    "alpha-gan-gp": ("06_alpha_gan_gp", {"model": "alpha-gan-gp", "masks": False}),
+    "calpha-gan-gp": ("06_alpha_gan_gp", {"model": "calpha-gan-gp", "masks": False}),
 }
 EVALUATOR_NOTEBOOK = "00_vit_evaluator"
 BATCH_PLACEHOLDER = "{batch}"  # in a string parameter, replaced by the batch's output folder

@@ -29,7 +29,7 @@ from .metrics.distribution import Score, distribution_panel, per_class_panel
 from .metrics.extractors import FeatureExtractor, cached_features, extract_features, extractor_identity
 from .metrics.memorization import MemorizationReport, memorization_audit
 from .metrics.utility import augmentation_gain, class_consistency, classification_accuracy_score
-from .sampling import num_classes_of, sample, synthetic_set
+from .sampling import image_shape, num_classes_of, sample, synthetic_set
 
 REAL_BASELINE = "real train images"
 METRICS_NAME = "metrics.json"  # a run's own evaluation (medgan_core.evaluate), reused when its settings match
@@ -150,7 +150,7 @@ def comparable_entries(entries: Sequence[ModelEntry], image_size: int | None = N
     Returns:
         ``(kept entries, notes naming each model left out and why)``.
     """
-    shapes = [(e.generator.output_shape[-1], e.generator.output_shape[0]) for e in entries]
+    shapes = [(image_shape(e.generator)[-1], image_shape(e.generator)[0]) for e in entries]
     if not shapes:
         return [], []
     common_size = image_size or max(dict.fromkeys(s for s, _ in shapes), key=[s for s, _ in shapes].count)
@@ -347,7 +347,7 @@ def compare_models(entries: Sequence[ModelEntry], real_train: ImageSet, real_tes
         raise ValueError("pass at least one feature extractor (e.g. get_extractor('inception'))")
     say = progress or (lambda line: None)
     for entry in entries:
-        channels, size, _ = entry.generator.output_shape
+        channels, size, _ = image_shape(entry.generator)
         if (size, channels) != (real_test.image_size, real_test.channels):
             raise ValueError(f"{entry.name} generates {channels}x{size} px images but the test data "
                              f"is {real_test.channels}x{real_test.image_size} px; load the data with "

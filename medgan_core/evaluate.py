@@ -33,6 +33,7 @@ from .evaluator import Evaluator, EvaluatorConfig, EvaluatorTrainConfig, load_ev
 from .fileio import atomic_write_json
 from .metrics.extractors import get_extractor
 from .runtime import output_root
+from .sampling import image_shape
 
 METRICS_FORMAT = 1
 
@@ -215,7 +216,7 @@ def evaluate_run(generator: nn.Module, data_config: DataConfig, run_dir: str | P
     """
     run_dir = Path(run_dir)
     device = next(generator.parameters()).device
-    channels, size, _ = generator.output_shape
+    channels, size, _ = image_shape(generator)
     if (size, channels) != (data_config.image_size, data_config.channels):  # e.g. a ProGAN stopped by its budget
         say = progress or (lambda line: None)
         if size < 16:

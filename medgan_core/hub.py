@@ -118,6 +118,7 @@ def save_pretrained(generator: nn.Module, folder: str | Path, *, model_name: str
     config = {
         "medgan_format": FORMAT_VERSION, "model": model_name, "model_config": to_dict(generator.config),
         "output_shape": list(generator.output_shape),  # (C, H, W): a growing model's trained stage, not the target
+        "z_dim": int(generator.config.z_dim),  # latent size (a derived property for some models, so stated here)
         "class_names": names if num_classes else [],  # label names: what explorers and sample(labels=...) use
         "training_classes": names, "training_data": training_data, "dataset": dataset or {}, "metrics": metrics,
         "metrics_measured_on": metrics_measured_on,
@@ -323,6 +324,8 @@ def _model_card(config: dict[str, Any], description: str, has_samples: bool, rep
     model, model_config, names = config["model"], config["model_config"], config["class_names"]
     num_classes = int(model_config.get("num_classes", 0))
     channels, size, _ = config["output_shape"]
+    mask = bool(model_config.get("with_mask"))
+    channels -= int(mask)
     tags = "".join(f"- {tag}\n" for tag in (*TAGS, model))
     if num_classes:
         classes = ", ".join(f"{index} = {name}" for index, name in enumerate(names)) or f"{num_classes} (unnamed)"
@@ -345,8 +348,9 @@ def _model_card(config: dict[str, Any], description: str, has_samples: bool, rep
         f"---\nlibrary_name: medgan\nlicense: {license}\ntags:\n{tags}---\n\n"
         f"# {repo_id or f'MedGAN {model} generator'}\n\n"
         f"A `{model}` generator ({description}) trained with medgan_core {config['medgan_core_version']}. "
-        f"It produces {size}x{size} {'grayscale' if channels == 1 else 'RGB'} synthetic brain MRI images "
-        f"from a standard normal latent of size {model_config['z_dim']}; it is {kind}.\n\n"
+        f"It produces {size}x{size} {'grayscale' if channels == 1 else 'RGB'} synthetic brain MRI images"
+        f"{' with their segmentation masks (last channel)' if mask else ''} "
+        f"from a standard normal latent of size {config.get('z_dim') or model_config['z_dim']}; it is {kind}.\n\n"
         "> **Not for clinical use.** Synthetic images for research and education only; see *Intended use and "
         "limitations* below.\n\n"
         f"## Training data\n\n{config['training_data'] or 'Not recorded.'}{_classes_note(config, num_classes)}"

@@ -56,10 +56,12 @@ class GeneratorInfo:
         classes = (", ".join(f"{index} = {name}" for index, name in enumerate(self.class_names))
                    if self.class_names else "unconditional")
         config = self.meta.get("model_config", {})
+        mask = int(bool(config.get("with_mask")))
         lines = [
             f"model:         {self.model} ({self.kind}, format {self.format_version}, weights {self.weights})",
             f"source:        {self.source}",
-            f"generates:     {channels}x{height}x{width} ({'grayscale' if channels == 1 else 'RGB'})",
+            f"generates:     {channels - mask}x{height}x{width} ({'grayscale' if channels - mask == 1 else 'RGB'})"
+            + (" + a segmentation mask" if mask else ""),
             f"classes:       {classes}",
             f"trained on:    {self.training_data or 'not recorded'}; {describe_dataset(self.dataset)}",
             f"step:          {self.step if self.step is not None else 'not recorded'}"

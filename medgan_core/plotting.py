@@ -24,7 +24,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from .fileio import atomic_write_bytes
-from .sampling import class_names_for, fixed_labels, interpolate, make_grid, sample, style_mix
+from .sampling import (class_names_for, fixed_labels, interpolate, latents, make_grid, picture_array, sample,
+                       style_mix)
 
 PADDING = 2  # pixels between tiles in image grids
 REQUIRED_COLUMNS = ("step", "d_loss", "g_loss")
@@ -113,7 +114,7 @@ def show_images(images: torch.Tensor, nrow: int | None = None, title: str | None
     """A grid of generated (or real) images.
 
     Args:
-        images: (N, C, H, W) float in [-1, 1], C = 1 or 3.
+        images: (N, C, H, W) float in [-1, 1], C = 1 or 3 (2 or 4: with a mask channel, drawn as a red overlay).
         nrow: images per row; default ~sqrt(N), or with ``labels`` the largest class count.
         title: figure title.
         labels: (N,) class indices; images are then grouped one class per row (wrapping after ``nrow``) and
@@ -125,8 +126,8 @@ def show_images(images: torch.Tensor, nrow: int | None = None, title: str | None
     Raises:
         ValueError: for a batch of the wrong shape, or labels/class names that do not match it.
     """
-    if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
-        raise ValueError(f"need a non-empty (N, 1 or 3, H, W) batch, got shape {tuple(images.shape)}")
+    if images.dim() != 4 or images.shape[1] not in (1, 2, 3, 4) or images.shape[0] == 0:
+        raise ValueError(f"need a non-empty (N, 1 or 3, H, W) batch (+ 1 mask channel), got {tuple(images.shape)}")
     row_names: list[str] = []
     if labels is not None:
         images, nrow, row_names = _rows_by_class(images, labels, nrow, class_names)
@@ -417,6 +418,35 @@ def plot_loss_comparison(histories: dict[str, pd.DataFrame], smooth: int = 5, *,
         ax.set_xlabel("generator step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
+    return _finish(fig, save_to)
+
+
+def plot_pyramid(generator: nn.Module, n: int = 4, seed: int = 0, label: int | None = None, *,
+                 save_to: str | Path | None = None) -> Figure:
+    """A multi-scale generator's scales side by side (coarse to fine, each shown at its own resolution), one row per
+    sample; masks as a red overlay.
+
+    Args:
+        generator: a generator with ``scale_outputs`` (``alpha-gan-gp``).
+        n: samples (rows).
+        seed: latent seed.
+        label: class for conditional generators.
+        save_to: optional PNG path.
+    Returns:
+        The figure.
+    """
+    z = latents(n, generator.config.z_dim, seed).to(next(generator.parameters()).device)
+    labels = None if label is None else torch.full((n,), label, dtype=torch.long, device=z.device)
+    with torch.no_grad():
+        scales = generator.eval().scale_outputs(z, labels)
+    fig, axes = _new_figure(n, len(scales), (1.8 * len(scales), 1.8 * n))
+    for column, output in enumerate(scales):
+        for row in range(n):
+            ax = axes[row * len(scales) + column]
+            ax.imshow(picture_array(output[row]), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.axis("off")
+            if row == 0:
+                ax.set_title(f"scale {column}: {output.shape[-1]} px", fontsize=9)
     return _finish(fig, save_to)
 
 

@@ -335,6 +335,17 @@ def synthetic_set(generator: nn.Module, n_per_class: int, *, class_names: Sequen
                     masks=None if masks is None else torch.where(masks > 127, 255, 0).to(torch.uint8))
 
 
+def has_mask(generator: nn.Module) -> bool:
+    """True for image+mask generators (their last output channel is the mask)."""
+    return bool(getattr(getattr(generator, "config", None), "with_mask", False))
+
+
+def image_shape(generator: nn.Module) -> tuple[int, int, int]:
+    """(C, H, W) of the images a generator makes, without its mask channel (what metrics and real data compare)."""
+    channels, height, width = generator.output_shape
+    return channels - int(has_mask(generator)), height, width
+
+
 def split_masks(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Image+mask output (B, C + 1, H, W) -> (images (B, C, H, W), masks (B, 1, H, W)); (images, None) otherwise.
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import ipywidgets as widgets
+import torch
 import torch.nn as nn
 from matplotlib.figure import Figure
 
 from .plotting import figure_png, plot_interpolation, show_images
-from .sampling import class_names_for, picture_array, png_bytes, sample, supports_truncation
+from .sampling import class_names_for, latents, picture_array, png_bytes, sample, supports_truncation
 
 if TYPE_CHECKING:
     from .turing import Trials
@@ -104,6 +105,38 @@ def truncation_explorer(generator: nn.Module, class_names: Sequence[str] | None 
     def render(psi: float, seed: int, n: int, label: int | None = None) -> Figure:
         title = f"psi {psi:.2f}, seed {seed}" + (f", {names[label]}" if names else "")
         return show_images(sample(generator, n, label, seed=seed, truncation_psi=psi), title=title)
+
+    return _live_figure(controls, render)
+
+
+def scale_explorer(generator: nn.Module, class_names: Sequence[str] | None = None, *,
+                   n: int = 8) -> widgets.Widget:
+    """Keep a sample's coarse layout and redraw its finer scales (multi-scale generators such as ``alpha-gan-gp``).
+
+    Args:
+        generator: a generator with ``generate_from_coarse`` and ``sizes``.
+        class_names: one name per class for conditional generators.
+        n: images shown.
+    Returns:
+        The widget: the layout seed, the first redrawn scale (0: everything new; the number of scales: nothing)
+        and the seed of the new fine noise.
+    """
+    names = class_names_for(generator, class_names)
+    scales = len(generator.sizes)
+    controls = {"seed": _seed_slider("layout seed", 0),
+                "from_scale": widgets.IntSlider(value=max(scales - 1, 0), min=0, max=scales,
+                                                description="redraw from", continuous_update=False),
+                "fine_seed": _seed_slider("fine seed", 1)}
+    if names:
+        controls["label"] = _class_control(names, False)
+
+    def render(seed: int, from_scale: int, fine_seed: int, label: int | None = None) -> Figure:
+        device = next(generator.parameters()).device
+        z = latents(n, generator.config.z_dim, seed).to(device)
+        labels = None if label is None else torch.full((n,), label, dtype=torch.long, device=device)
+        images = generator.eval().generate_from_coarse(z, from_scale, fine_seed, labels)
+        kept = "none" if from_scale == 0 else f"{generator.sizes[from_scale - 1]} px and coarser"
+        return show_images(images, title=f"layout of seed {seed} kept ({kept}), scales >= {from_scale} redrawn")
 
     return _live_figure(controls, render)
 

@@ -205,21 +205,25 @@ class Generator(nn.Module):
         return slice(start, start + maps[scale].numel())
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.scale_outputs(z, labels)[-1]
+
+    def scale_outputs(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Every scale's output, coarse to fine: (B, C [+ 1], s_k, s_k) each; the last is the sample."""
         maps = self.noise_maps(z)
         if self.embedding is not None and labels is None:
             raise ValueError("conditional generator needs labels: G(z, labels)")
-        x = None
+        outputs: list[torch.Tensor] = []
         for k, (scale, noise) in enumerate(zip(self.scales, maps)):
-            if x is None:
-                inputs = noise
+            if outputs:
+                up = F.interpolate(outputs[-1], size=noise.shape[-2:], mode="bilinear", align_corners=False)
+                inputs = up + self.noise_amplitude[k] * noise
             else:
-                x = F.interpolate(x, size=noise.shape[-2:], mode="bilinear", align_corners=False)
-                inputs = x + self.noise_amplitude[k] * noise
+                inputs = noise
             if self.embedding is not None:
                 inputs = torch.cat([inputs, self.embedding(labels)[:, :, None, None].expand(-1, -1, *noise.shape[-2:])],
                                    dim=1)
-            x = scale(inputs) if x is None else x + scale(inputs)
-        return x
+            outputs.append(up + scale(inputs) if outputs else scale(inputs))
+        return outputs
 
     @torch.no_grad()
     def generate_from_coarse(self, z: torch.Tensor, from_scale: int, seed: int,
