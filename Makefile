@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit dist venv clean-runs
+.PHONY: demo test unit dist venv clean-runs browser-test
 
 venv: $(STAMP)
 
@@ -30,3 +30,14 @@ dist: $(STAMP)
 # unit tests only: no notebooks, no papermill batch runs, no SIGKILL resume workers (~a third of `make test`)
 unit: $(STAMP)
 	HF_HUB_OFFLINE=1 MEDGAN_SMOKE=1 $(PY) -m pytest -q --durations=10 -m "not slow" tests
+
+# the explorers in a real browser (Voila + headless Chromium): Debian's chromium and chromium-driver via apt-get
+# when missing (CI runs as root), voila + selenium from requirements-browser.txt; ~1 minute
+browser-test: $(VENV)/.browser
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q browser_tests
+
+$(VENV)/.browser: requirements-browser.txt $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+	$(PY) -m pip install --quiet -r requirements-browser.txt
+	touch $@
