@@ -45,10 +45,12 @@ def _notebook_dir() -> Path:
 
 NOTEBOOK_DIR = _notebook_dir()
 
-# Demo: <= 5 minutes of CPU training per notebook (~3,300 steps on 2 cores), recognisable brains at 64 px.
+# Demo: 4.5 minutes of CPU training per notebook (~2,500 steps on 2 cores), recognisable brains at 64 px, then the
+# Evaluate section on 500 samples, so `make demo` stays within 15 minutes on a fresh machine, install included.
 # Batch 32 and half-width nets: on CPU more, cheaper updates beat fewer, bigger ones in a fixed time.
-_DEMO_COMMON = {"dataset": "demo", "image_size": 64, "batch_size": 32, "max_steps": 4000, "max_minutes": 5.0,
-                "g_features": 32, "d_features": 32, "sample_every": 500, "checkpoint_every": 1000}
+_DEMO_COMMON = {"dataset": "demo", "image_size": 64, "batch_size": 32, "max_steps": 4000, "max_minutes": 4.5,
+                "g_features": 32, "d_features": 32, "sample_every": 500, "checkpoint_every": 1000,
+                "eval_samples": 500}
 PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "demo": [
         # DCGAN stays the demo's model: at 5 CPU minutes on the demo set it gave the best-looking 64 px samples, and
