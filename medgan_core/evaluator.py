@@ -188,28 +188,46 @@ def load_imagenet_weights(backbone: nn.Module, source: str) -> str:
         FileNotFoundError: for a missing local file.
         RuntimeError: when the download fails (offline) or the file does not fit ViT-B/16.
     """
-    if source == "torchvision":
-        weights = torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1
-        try:
-            state = weights.get_state_dict(progress=False)
-        except Exception as error:  # URLError, HTTPError, socket errors: all mean "no weights this way"
-            raise RuntimeError(f"could not download torchvision's ViT-B/16 ImageNet weights ({error}); offline, pass "
-                               "a local weights file as pretrained=... or pretrained=None to train from scratch") from None
-        description = f"torchvision:{weights}"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no ViT-B/16 weights at {path}: download vit_b_16-c867db91.pth from torchvision "
-                                    "(or a .safetensors export) and pass its path, or set pretrained=None")
-        state = (load_safetensors_file(str(path)) if path.suffix == ".safetensors"
-                 else torch.load(path, map_location="cpu", weights_only=True))
-        description = f"{path.name} sha256:{file_sha256(path)}"
+    state, description = imagenet_state_dict(source, torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1,
+                                             "ViT-B/16", "vit_b_16-c867db91.pth", "pretrained")
     state = {k: v for k, v in state.items() if not k.startswith("heads.")}
     try:
         backbone.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise RuntimeError(f"the weights from {source} do not fit torchvision's vit_b_16: {error}") from None
     return description
+
+
+def imagenet_state_dict(source: str, torchvision_weights: Any, network: str, file_name: str,
+                        parameter: str) -> tuple[dict[str, torch.Tensor], str]:
+    """ImageNet weights of a torchvision network from a local file or the torchvision download.
+
+    Args:
+        source: a ``.safetensors`` or ``.pth`` file (read with ``weights_only=True``), or ``"torchvision"``.
+        torchvision_weights: the torchvision weights enum member to download.
+        network: its name, for messages.
+        file_name: torchvision's file name of those weights, for messages.
+        parameter: the setting that takes the path, for messages.
+    Returns:
+        ``(state dict, description)``: the description names the file and its sha256, or the torchvision tag.
+    Raises:
+        FileNotFoundError: for a missing local file.
+        RuntimeError: when the download fails (offline).
+    """
+    if source == "torchvision":
+        try:
+            state = torchvision_weights.get_state_dict(progress=False)
+        except Exception as error:  # URLError, HTTPError, socket errors: all mean "no weights this way"
+            raise RuntimeError(f"could not download torchvision's {network} ImageNet weights ({error}); offline, pass "
+                               f"a local weights file as {parameter}=...") from None
+        return state, f"torchvision:{torchvision_weights}"
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {network} weights at {path}: download {file_name} from torchvision (or a "
+                                f".safetensors export) and pass its path as {parameter}=...")
+    state = (load_safetensors_file(str(path)) if path.suffix == ".safetensors"
+             else torch.load(path, map_location="cpu", weights_only=True))
+    return state, f"{path.name} sha256:{file_sha256(path)}"
 
 
 def _initialise(classifier: Classifier) -> str:
