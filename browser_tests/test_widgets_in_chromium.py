@@ -127,5 +127,6 @@ def test_a_slider_redraws_the_picture_and_a_click_saves_an_answer(served, browse
     saved = (answers / "turing-browser.csv").read_text().splitlines()
     assert len(saved) == 2 and ",real," in saved[1], saved
     if os.environ.get("MEDGAN_SCREENSHOT"):
-        browser.execute_script("window.scrollTo(0, 0)")
+        browser.set_window_size(1000, 2000)  # the whole page, scrolled to its top (Voila scrolls an inner panel)
+        browser.execute_script("document.querySelectorAll('*').forEach(e => { e.scrollTop = 0; });")
         browser.save_screenshot(os.environ["MEDGAN_SCREENSHOT"])
