@@ -54,6 +54,39 @@ def register_model(name: str, *, config: type, objective: str = "nonsaturating",
     return decorator
 
 
+def register_model_pair(name: str, conditional_name: str, *, config: type, objective: str, description: str,
+                        conditional_description: str) -> Callable:
+    """Decorator registering one ``build(config)`` twice: ``name`` for ``num_classes == 0`` and ``conditional_name``
+    (conditional) for ``num_classes > 0``; each refuses the other's configs with a message naming the right one.
+
+    Args:
+        name: the unconditional model's name.
+        conditional_name: the class-conditional model's name.
+        config: the shared config dataclass (with ``num_classes``).
+        objective: loss recipe of both.
+        description: one line for ``name``.
+        conditional_description: one line for ``conditional_name``.
+    Returns:
+        The decorator (it returns the build function unchanged).
+    """
+    def decorator(build: Callable) -> Callable:
+        def unconditional(model_config: Any) -> tuple[nn.Module, nn.Module]:
+            if model_config.num_classes:
+                raise ValueError(f"{name} is unconditional (num_classes=0); use {conditional_name!r} for class labels")
+            return build(model_config)
+
+        def conditional(model_config: Any) -> tuple[nn.Module, nn.Module]:
+            if not model_config.num_classes:
+                raise ValueError(f"{conditional_name} needs num_classes > 0 (fit() takes it from the data)")
+            return build(model_config)
+
+        register_model(name, config=config, objective=objective, description=description)(unconditional)
+        register_model(conditional_name, config=config, objective=objective, conditional=True,
+                       description=conditional_description)(conditional)
+        return build
+    return decorator
+
+
 def _ensure_models_imported() -> None:
     from . import models  # noqa: F401  (importing the package registers every model)
 

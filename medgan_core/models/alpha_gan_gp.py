@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..registry import register_model
+from ..registry import register_model_pair
 
 
 @dataclass
@@ -287,23 +287,11 @@ class Critic(nn.Module):
         return total
 
 
-def _build(config: AlphaGANGPConfig) -> tuple[Generator, Critic]:
+@register_model_pair("alpha-gan-gp", "calpha-gan-gp", config=AlphaGANGPConfig, objective="wgan-gp",
+                     description="Alpha-GAN-GP: multi-scale generator pyramid with CBAM + self-attention, image + "
+                                 "mask, WGAN-GP (S3)",
+                     conditional_description="Conditional Alpha-GAN-GP: label channels at every scale, projection "
+                                             "critics")
+def build(config: AlphaGANGPConfig) -> tuple[Generator, Critic]:
     pyramid_sizes(config.image_size, config.min_size, config.scale_factor)  # fails early on impossible sizes
     return Generator(config), Critic(config)
-
-
-@register_model("alpha-gan-gp", config=AlphaGANGPConfig, objective="wgan-gp",
-                description="Alpha-GAN-GP: multi-scale generator pyramid with CBAM + self-attention, image + mask, "
-                            "WGAN-GP (S3)")
-def build(config: AlphaGANGPConfig) -> tuple[Generator, Critic]:
-    if config.num_classes:
-        raise ValueError("alpha-gan-gp is unconditional (num_classes=0); use 'calpha-gan-gp' for class labels")
-    return _build(config)
-
-
-@register_model("calpha-gan-gp", config=AlphaGANGPConfig, objective="wgan-gp", conditional=True,
-                description="Conditional Alpha-GAN-GP: label channels at every scale, projection critics")
-def build_conditional(config: AlphaGANGPConfig) -> tuple[Generator, Critic]:
-    if not config.num_classes:
-        raise ValueError("calpha-gan-gp needs num_classes > 0 (fit() takes it from the data)")
-    return _build(config)

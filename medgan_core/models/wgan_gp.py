@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..registry import register_model
+from ..registry import register_model_pair
 from .layers import DCGANGenerator, dcgan_discriminator_stack, dcgan_init_, stage_widths
 
 
@@ -56,21 +56,9 @@ class Critic(nn.Module):
         return scores
 
 
-def _build(config: WGANGPConfig) -> tuple[Generator, Critic]:
-    return Generator(config), Critic(config)
-
-
-@register_model("wgan-gp", config=WGANGPConfig, objective="wgan-gp",
-                description="WGAN-GP: Wasserstein loss + gradient penalty, n_critic=5, layer-norm critic (the original MedGAN recipe)")
+@register_model_pair("wgan-gp", "cwgan-gp", config=WGANGPConfig, objective="wgan-gp",
+                     description="WGAN-GP: Wasserstein loss + gradient penalty, n_critic=5, layer-norm critic (the "
+                                 "original MedGAN recipe)",
+                     conditional_description="Conditional WGAN-GP: label embedding in G, projection critic")
 def build(config: WGANGPConfig) -> tuple[Generator, Critic]:
-    if config.num_classes:
-        raise ValueError("wgan-gp is unconditional (num_classes=0); use 'cwgan-gp' for class labels")
-    return _build(config)
-
-
-@register_model("cwgan-gp", config=WGANGPConfig, objective="wgan-gp", conditional=True,
-                description="Conditional WGAN-GP: label embedding in G, projection critic")
-def build_conditional(config: WGANGPConfig) -> tuple[Generator, Critic]:
-    if not config.num_classes:
-        raise ValueError("cwgan-gp needs num_classes > 0 (fit() takes it from the data)")
-    return _build(config)
+    return Generator(config), Critic(config)
