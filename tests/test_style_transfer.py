@@ -57,3 +57,15 @@ def test_refinement_moves_the_style_towards_the_real_image_and_keeps_the_mask(ev
         before = (gram_matrix(network.features(smooth)[0][0]) - target).abs().mean()
         after = (gram_matrix(network.features(refined[:, :1])[0][0]) - target).abs().mean()
     assert after < 0.5 * before and refined.abs().max() <= 1
+
+
+def test_evaluate_refinement_scores_the_same_images_before_and_after(evaluator):
+    from medgan_core.registry import build_model
+    from medgan_core.style_transfer import evaluate_refinement
+
+    torch.manual_seed(0)
+    G, _, _ = build_model("dcgan", image_size=32, g_features=8, d_features=8)
+    real = (torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    result = evaluate_refinement(G.eval(), evaluator, real, n=4, steps=2)
+    assert result.before.shape == result.after.shape == (4, 1, 32, 32) and "fallback" in result.network
+    assert result.fd_before > 0 and result.fd_after > 0 and not torch.equal(result.before, result.after)
