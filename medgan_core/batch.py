@@ -21,6 +21,7 @@ import argparse
 import ast
 import datetime as dt
 import itertools
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "demo": [
         # DCGAN stays the demo's model: at 5 CPU minutes on the demo set it gave the best-looking 64 px samples, and
         # no model (ProGAN, StyleGAN2 with or without DiffAugment) was ahead by relative FD beyond the CIs (README).
-        # Its Evaluate section trains a 1-minute CNN evaluator, which 02 finds and reuses.
+        # Its Evaluate section trains a 1-minute CNN evaluator in the batch folder, where 02 finds and reuses it.
         ("01_dcgan", {**_DEMO_COMMON, "train_evaluator_minutes": 1.0}),
         # the dementia-stage recipe's D lr (5e-5) left D at chance and G collapsed in short CPU runs: 2e-4 here
         ("02_conditional_dcgan", {**_DEMO_COMMON, "lr_d": 2e-4, "train_evaluator_minutes": 1.0}),
@@ -166,27 +167,41 @@ def run_jobs(jobs: list[Job], out_dir: str | Path, *, kernel_name: str = "python
 
     out_dir = Path(out_dir).resolve()
     rows = []
-    for job in jobs:
-        # a run_dir given by the user resumes that run there; otherwise each job gets a fresh folder
-        job_dir = Path(_for_papermill(job.parameters.get("run_dir") or str(out_dir / job.name), out_dir)).resolve()
-        job_dir.mkdir(parents=True, exist_ok=True)
-        parameters = {key: _for_papermill(value, out_dir) for key, value in {**job.parameters, "run_dir": str(job_dir)}.items()}
-        started = time.monotonic()
-        status, error = "ok", ""
-        print(f"[batch] {job.name}: {job.notebook.name} {job.parameters}", flush=True)
-        try:
-            papermill.execute_notebook(str(job.notebook), str(job_dir / job.notebook.name), parameters=parameters,
-                                       kernel_name=kernel_name, progress_bar=progress, cwd=str(job.notebook.parent))
-        except Exception as exc:  # a failed notebook must not stop the other jobs
-            status, error = "failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-        seconds = round(time.monotonic() - started, 1)
-        print(f"[batch] {job.name}: {status} in {seconds:.0f} s -> {job_dir}", flush=True)
-        rows.append({"job": job.name, "notebook": job.notebook.name, "status": status, "seconds": seconds,
-                     "outputs": str(job_dir), "parameters": repr(job.parameters), "error": error})
+    # the jobs' runs folder (unless the user chose one): a notebook then finds the evaluator an earlier job of the
+    # batch trained (00_vit_evaluator, or the small one of the first model notebook) instead of training its own
+    user_runs = os.environ.get("MEDGAN_RUNS")
+    if user_runs is None:
+        os.environ["MEDGAN_RUNS"] = str(out_dir)  # inherited by the notebook kernels
+    try:
+        for job in jobs:
+            rows.append(_run_job(job, out_dir, papermill, kernel_name, progress))
+    finally:
+        if user_runs is None:
+            os.environ.pop("MEDGAN_RUNS", None)
     summary = pd.DataFrame(rows)
     atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(out_dir / "summary.md", _markdown_table(summary))
     return summary
+
+
+def _run_job(job: Job, out_dir: Path, papermill: Any, kernel_name: str, progress: bool) -> dict[str, Any]:
+    """Execute one job; returns its summary row (a failure is recorded, not raised)."""
+    # a run_dir given by the user resumes that run there; otherwise each job gets a fresh folder
+    job_dir = Path(_for_papermill(job.parameters.get("run_dir") or str(out_dir / job.name), out_dir)).resolve()
+    job_dir.mkdir(parents=True, exist_ok=True)
+    parameters = {key: _for_papermill(value, out_dir) for key, value in {**job.parameters, "run_dir": str(job_dir)}.items()}
+    started = time.monotonic()
+    status, error = "ok", ""
+    print(f"[batch] {job.name}: {job.notebook.name} {job.parameters}", flush=True)
+    try:
+        papermill.execute_notebook(str(job.notebook), str(job_dir / job.notebook.name), parameters=parameters,
+                                   kernel_name=kernel_name, progress_bar=progress, cwd=str(job.notebook.parent))
+    except Exception as exc:  # a failed notebook must not stop the other jobs
+        status, error = "failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+    seconds = round(time.monotonic() - started, 1)
+    print(f"[batch] {job.name}: {status} in {seconds:.0f} s -> {job_dir}", flush=True)
+    return {"job": job.name, "notebook": job.notebook.name, "status": status, "seconds": seconds,
+            "outputs": str(job_dir), "parameters": repr(job.parameters), "error": error}
 
 
 def _for_papermill(value: Any, out_dir: Path) -> Any:

@@ -1,6 +1,7 @@
 """Notebook hygiene, and the papermill batch path itself (nbval runs every notebook separately)."""
 import ast
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -116,3 +117,16 @@ def test_tuple_parameters_reach_the_notebook_as_sequences_not_strings(tmp_path):
     assert _for_papermill((0, 1), tmp_path) == [0, 1]
     assert _for_papermill(("{batch}/x",), tmp_path) == [f"{tmp_path}/x"]
     assert _for_papermill(3, tmp_path) == 3
+
+
+def test_batch_jobs_look_for_evaluators_in_the_batch_folder_unless_a_runs_folder_is_set(tmp_path, monkeypatch):
+    import papermill
+
+    seen = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: seen.append(os.environ.get("MEDGAN_RUNS")))
+    monkeypatch.delenv("MEDGAN_RUNS", raising=False)
+    run_jobs(grid_jobs([DCGAN], {}, {}), tmp_path / "batch")
+    assert seen == [str((tmp_path / "batch").resolve())] and "MEDGAN_RUNS" not in os.environ, "restored after"
+    monkeypatch.setenv("MEDGAN_RUNS", str(tmp_path / "mine"))
+    run_jobs(grid_jobs([DCGAN], {}, {}), tmp_path / "batch2")
+    assert seen[-1] == str(tmp_path / "mine"), "the user's choice wins"
