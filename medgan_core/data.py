@@ -509,6 +509,27 @@ def subject_of(name: str, pattern: str) -> str | None:
     return match.group("subject") if match else None
 
 
+def subject_ids_of(files: Sequence[str], pattern: str, what: str = "file(s)") -> list[str]:
+    """The subject id in each file name (a path; its name without extension is matched).
+
+    Args:
+        files: file names or relative paths.
+        pattern: a :data:`SUBJECT_PATTERNS` name or a regex with a ``(?P<subject>...)`` group.
+        what: how the error names the files (e.g. "file(s) of class 'AD'").
+    Returns:
+        One id per file.
+    Raises:
+        DatasetLayoutError: when some names do not match the pattern (examples listed, with the fix).
+    """
+    ids = [subject_of(Path(name).stem, pattern) for name in files]
+    unmatched = [Path(name).name for name, subject in zip(files, ids) if subject is None]
+    if unmatched:
+        raise DatasetLayoutError(f"{len(unmatched)} {what} have no subject id under subject_pattern={pattern!r} "
+                                 f"(e.g. {unmatched[:3]}); fix the pattern (presets: {sorted(SUBJECT_PATTERNS)}) or "
+                                 f"rename the files")
+    return ids
+
+
 def _test_subjects(layout: _Layout, config: DataConfig) -> set[str]:
     """The held-out subjects: per class, ``test_fraction`` of its subjects in a seeded hash order (so adding slices
     or subjects moves few others), at least one when a class has two or more; a subject drawn in any class is held
@@ -517,16 +538,9 @@ def _test_subjects(layout: _Layout, config: DataConfig) -> set[str]:
     Raises:
         DatasetLayoutError: when file names do not match the pattern (examples listed).
     """
-    by_class: dict[str, list[str]] = {}
-    for name in layout.class_names:
-        files = layout.class_files.get(name, [])
-        subjects = {path: subject_of(path.stem, config.subject_pattern) for path in files}
-        unmatched = [path.name for path, subject in subjects.items() if subject is None]
-        if unmatched:
-            raise DatasetLayoutError(f"{len(unmatched)} file(s) of class {name!r} have no subject id under "
-                                     f"subject_pattern={config.subject_pattern!r} (e.g. {unmatched[:3]}); fix the "
-                                     f"pattern (presets: {sorted(SUBJECT_PATTERNS)}) or rename the files")
-        by_class[name] = list(subjects.values())
+    by_class = {name: subject_ids_of([path.name for path in layout.class_files.get(name, [])],
+                                     config.subject_pattern, f"file(s) of class {name!r}")
+                for name in layout.class_names}
     return held_out_subjects(by_class, config.test_fraction, config.seed)
 
 
@@ -849,24 +863,8 @@ def load_images(config: DataConfig) -> ImageSet:
                     source=str(layout.folder), split=config.split, cache_key=key,
                     skipped=[name for name, _ in skipped], files=metadata["files"],
                     dataset=dataset_identity(layout.root, layout.class_names), masks=tensors.get("masks"),
-                    subjects=_subjects_of(metadata["files"], config.subject_pattern))
-
-
-def _subjects_of(files: list[str], pattern: str | None) -> list[str]:
-    """Subject ids of 2D files under ``subject_pattern`` ([] without one).
-
-    Raises:
-        DatasetLayoutError: when some file names do not match the pattern (examples listed).
-    """
-    if pattern is None:
-        return []
-    ids = [subject_of(Path(name).stem, pattern) for name in files]
-    unmatched = [name for name, subject in zip(files, ids) if subject is None]
-    if unmatched:
-        raise DatasetLayoutError(f"{len(unmatched)} file(s) have no subject id under subject_pattern={pattern!r} "
-                                 f"(e.g. {unmatched[:3]}); fix the pattern (presets: {sorted(SUBJECT_PATTERNS)}) or "
-                                 f"rename the files")
-    return ids
+                    subjects=subject_ids_of(metadata["files"], config.subject_pattern)
+                    if config.subject_pattern else [])
 
 
 def _check_config(config: DataConfig) -> None:
@@ -905,6 +903,7 @@ def _check_volume_config(config: DataConfig) -> None:
     if isinstance(config.modality, (list, tuple)) and len(config.modality) != config.channels:
         raise ValueError(f"modality={tuple(config.modality)!r} stacks {len(config.modality)} volumes as channels, so "
                          f"channels must be {len(config.modality)}, got {config.channels}")
+
 
 def _decode_split(folder: Path, chosen: list[tuple[Path, int]], config: DataConfig,
                   mask_paths: list[Path] | None = None) -> tuple[dict[str, torch.Tensor], dict]:

@@ -16,7 +16,7 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-from .data import ImageSet, subject_of
+from .data import ImageSet, subject_ids_of
 
 HASH_SIZE = 8  # 8x8 DCT coefficients -> 64-bit hash
 DEFAULT_MAX_DISTANCE = 6  # bits of 64; resized/re-encoded copies of one slice differ by ~0-4
@@ -150,10 +150,6 @@ class LeakageReport:
         return f"subjects: {subjects}\nslices: {self.near_duplicates.summary()}"
 
 
-def _stem(name: str) -> str:
-    return name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-
-
 def subject_ids(data: ImageSet, subject_pattern: str | None = None) -> list[str] | None:
     """The subject id of every image: ``data.subjects`` (volumes, or loaded with a subject pattern), else from the
     file names with ``subject_pattern``, else None.
@@ -167,12 +163,7 @@ def subject_ids(data: ImageSet, subject_pattern: str | None = None) -> list[str]
         return None
     if not data.files:
         raise ValueError(f"the {data.split} set has no file names, so no subject ids: load it with load_images")
-    ids = [subject_of(_stem(name), subject_pattern) for name in data.files]
-    missing = [name for name, subject in zip(data.files, ids) if subject is None]
-    if missing:
-        raise ValueError(f"{len(missing)} {data.split} file(s) have no subject id under {subject_pattern!r} "
-                         f"(e.g. {missing[:3]})")
-    return ids
+    return subject_ids_of(data.files, subject_pattern, f"{data.split} file(s)")
 
 
 def leakage_audit(train: ImageSet, test: ImageSet, *, subject_pattern: str | None = None,
