@@ -38,6 +38,14 @@ from .sampling import image_shape
 METRICS_FORMAT = 1
 
 
+def headline_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """The numeric metrics of a leaderboard row or a ``metrics.json`` ``metrics`` entry, without CI bounds and
+    bookkeeping (step, sample count, speed): what model cards and ``medgan info`` show."""
+    return {key: float(value) for key, value in row.items()
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+            and " low [" not in key and " high [" not in key and key not in ("step", "n_generated", "img_per_s")}
+
+
 @dataclass
 class RunEvaluation:
     """The scores of one generator's samples; :meth:`save` writes ``metrics.json``, :meth:`figure` shows them."""
@@ -64,9 +72,7 @@ class RunEvaluation:
 
     def card_metrics(self) -> dict[str, float]:
         """The numeric metrics (without CIs) for a model card (:func:`medgan_core.hub.save_pretrained`)."""
-        return {key: float(value) for key, value in self.row.items()
-                if isinstance(value, (int, float, np.number)) and " low [" not in key and " high [" not in key
-                and key not in ("step", "n_generated", "img_per_s")}
+        return headline_metrics(self.row)
 
     def measured_on(self) -> str:
         """One sentence: what the metrics were measured on (for the model card)."""

@@ -115,7 +115,7 @@ def _run_metrics(run_dir: Path, generator: nn.Module) -> dict:
     """The numeric metrics of ``run_dir/metrics.json`` (the notebooks' Evaluate section) when they scored exactly
     this generator's weights; {} otherwise (no file, or an evaluation of an earlier checkpoint)."""
     from .checkpoint import state_dict_sha256
-    from .evaluate import METRICS_NAME
+    from .evaluate import METRICS_NAME, headline_metrics
 
     path = run_dir / METRICS_NAME
     try:
@@ -124,9 +124,7 @@ def _run_metrics(run_dir: Path, generator: nn.Module) -> dict:
         return {}
     if (saved.get("key") or {}).get("generator_sha256") != state_dict_sha256(generator):
         return {}
-    return {key: value for key, value in (saved.get("metrics") or {}).items()
-            if isinstance(value, (int, float)) and " low [" not in key and " high [" not in key
-            and key not in ("n_generated", "img_per_s")}
+    return headline_metrics(saved.get("metrics") or {})
 
 
 def checkpoint_info(meta: dict[str, Any], generator: nn.Module, *, source: str | Path, format_version: int,
