@@ -850,11 +850,7 @@ def load_images(config: DataConfig) -> ImageSet:
     else:
         tensors, metadata = cached
     skipped = metadata["skipped"]  # [[relative path, error], ...]
-    if skipped:
-        listed = "".join(f"\n  {name} ({reason})" for name, reason in skipped[:10])
-        more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        warnings.warn(f"Skipped {len(skipped)} unreadable image file(s) in {layout.folder}:{listed}{more}",
-                      UnreadableImageWarning, stacklevel=2)
+    warn_skipped(skipped, "image file(s)", layout.folder)
     if metadata.get("resized_masks"):
         resized = metadata["resized_masks"]
         warnings.warn(f"{len(resized)} mask(s) had another size than their image and were resized to it (nearest "
@@ -865,6 +861,21 @@ def load_images(config: DataConfig) -> ImageSet:
                     dataset=dataset_identity(layout.root, layout.class_names), masks=tensors.get("masks"),
                     subjects=subject_ids_of(metadata["files"], config.subject_pattern)
                     if config.subject_pattern else [])
+
+
+def warn_skipped(skipped: list[list[str]], what: str, where: str | os.PathLike) -> None:
+    """One :class:`UnreadableImageWarning` listing what was left out and why (nothing when the list is empty).
+
+    Args:
+        skipped: ``[[name, reason], ...]``.
+        what: what the names are, e.g. "image file(s)" or "subject(s)".
+        where: the dataset folder.
+    """
+    if skipped:
+        listed = "".join(f"\n  {name} ({reason})" for name, reason in skipped[:10])
+        more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        warnings.warn(f"Skipped {len(skipped)} unreadable {what} in {where}:{listed}{more}", UnreadableImageWarning,
+                      stacklevel=3)
 
 
 def _check_config(config: DataConfig) -> None:

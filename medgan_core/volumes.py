@@ -37,8 +37,8 @@ from scipy import ndimage
 
 from .config import DataConfig
 from .data import (MASK_SUFFIX, SPLIT_FOLDER_NAMES, VOLUME_FILE_SUFFIXES, DatasetLayoutError, ImageSet,
-                   MissingMaskWarning, UnreadableImageWarning, _fit_square, dataset_identity, held_out_subjects,
-                   order_classes, read_tensor_cache, write_tensor_cache)
+                   MissingMaskWarning, _fit_square, dataset_identity, held_out_subjects,
+                   order_classes, read_tensor_cache, warn_skipped, write_tensor_cache)
 from .fileio import staged_folder
 from .sampling import picture_array
 
@@ -81,16 +81,18 @@ def volume_stem(name: str) -> str:
 
 def holds_volumes(root: str | os.PathLike) -> bool:
     """True when a dataset folder holds volume files or DICOM series (and should be sliced, not decoded as 2D)."""
-    from .dicom import is_dicom_file
-
     for folder, subdirs, names in os.walk(root):
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        visible = [n for n in names if not n.startswith(".")]
-        if any(is_volume_name(n) for n in visible):
-            return True
-        if any(n.lower().endswith(".dcm") or "." not in n and is_dicom_file(Path(folder, n)) for n in visible):
+        if any(is_volume_name(n) or _is_dicom_slice(Path(folder, n)) for n in names if not n.startswith(".")):
             return True
     return False
+
+
+def _is_dicom_slice(path: Path) -> bool:
+    """A ``.dcm`` file, or an extensionless file with the DICOM magic (as many scanner exports name them)."""
+    from .dicom import is_dicom_file
+
+    return path.name.lower().endswith(".dcm") or "." not in path.name and is_dicom_file(path)
 
 
 # ------------------------------------------------------------------------------------------------------ scanning
@@ -159,12 +161,9 @@ def _subjects_in(folder: Path, names: list[str], config: DataConfig,
     The folder is one subject when it holds a label or brain-mask volume, when ``modality`` is set, or when one of
     its volume names (lower case) is in ``modality_names``; otherwise each volume file is a subject.
     """
-    from .dicom import is_dicom_file
-
     volumes = [n for n in names if is_volume_name(n)]
     if not volumes:
-        dicom = [n for n in names if n.lower().endswith(".dcm") or "." not in n and is_dicom_file(folder / n)]
-        return [(folder, (folder,), None, None)] if dicom else []
+        return [(folder, (folder,), None, None)] if any(_is_dicom_slice(folder / n) for n in names) else []
     brain = [n for n in volumes if BRAIN_MASK_NAME.search(n)]
     labels = [n for n in volumes if LABEL_NAME.search(n) and n not in brain]
     candidates = [n for n in volumes if n not in brain and n not in labels]
@@ -469,10 +468,7 @@ def load_volume_images(config: DataConfig, root: Path, cache_dir: Path) -> Image
         write_tensor_cache(cache_path, tensors, metadata)
     else:
         tensors, metadata = cached
-    if metadata["skipped"]:
-        listed = "".join(f"\n  {name} ({reason})" for name, reason in metadata["skipped"][:10])
-        warnings.warn(f"Skipped {len(metadata['skipped'])} unreadable subject(s) in {root}:{listed}",
-                      UnreadableImageWarning, stacklevel=3)
+    warn_skipped(metadata["skipped"], "subject(s)", root)
     if config.masks and "masks" not in tensors:
         raise DatasetLayoutError(f"masks=True but the subjects of {root} have no label volume (a file named like "
                                  f"{LABEL_NAME.pattern!r} beside the image volumes)")
