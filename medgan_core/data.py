@@ -591,7 +591,8 @@ def dataset_identity(root: str | os.PathLike, class_names: Sequence[str]) -> dic
 
 
 def identify_dataset(spec: str, cache_dir: str | os.PathLike | None = None, *, seed: int = 0,
-                     class_order: Sequence[str] | None = None) -> dict:
+                     class_order: Sequence[str] | None = None, labels_csv: str | None = None,
+                     csv_columns: tuple[str, str] = ("subject", "class")) -> dict:
     """The :func:`dataset_identity` of a dataset spec (``"demo"``, ``"kaggle:..."`` or a folder), without decoding.
 
     Args:
@@ -599,6 +600,8 @@ def identify_dataset(spec: str, cache_dir: str | os.PathLike | None = None, *, s
         cache_dir: as for :func:`resolve_dataset`.
         seed: seed of the demo set.
         class_order: as ``DataConfig.class_order``.
+        labels_csv: as ``DataConfig.labels_csv`` (volume datasets whose classes come from a CSV).
+        csv_columns: as ``DataConfig.csv_columns``.
     Returns:
         The identity that :func:`load_images` gives every split of this dataset.
     """
@@ -606,7 +609,8 @@ def identify_dataset(spec: str, cache_dir: str | os.PathLike | None = None, *, s
     from . import volumes  # (imports this module)
 
     if root.is_dir() and volumes.holds_volumes(root):
-        names = {subject.class_name for subject in volumes.scan_volumes(root, DataConfig(dataset=str(root)))}
+        config = DataConfig(dataset=str(root), labels_csv=labels_csv, csv_columns=csv_columns)
+        names = {subject.class_name for subject in volumes.scan_volumes(root, config, pick_images=False)}
         return dataset_identity(root, order_classes(sorted(names), class_order))
     layout = _scan_layout(root, "train")
     return dataset_identity(layout.root, order_classes(layout.class_names, class_order))

@@ -97,12 +97,14 @@ def _is_dicom_slice(path: Path) -> bool:
 
 # ------------------------------------------------------------------------------------------------------ scanning
 
-def scan_volumes(root: str | os.PathLike, config: DataConfig) -> list[VolumeSubject]:
+def scan_volumes(root: str | os.PathLike, config: DataConfig, pick_images: bool = True) -> list[VolumeSubject]:
     """Find every subject of a volume dataset, with its class and split.
 
     Args:
         root: the dataset folder.
         config: ``modality``, ``labels_csv`` and ``csv_columns`` are used here.
+        pick_images: pick each subject's image volumes by ``modality``; False when only the subjects and their
+            classes are wanted (a dataset's identity does not depend on the modality).
     Returns:
         Subjects sorted by (split, class, id).
     Raises:
@@ -122,7 +124,7 @@ def scan_volumes(root: str | os.PathLike, config: DataConfig) -> list[VolumeSubj
     repeated = {name for name, count in seen_in.items() if count > 1}
     found: list[tuple[str | None, Path, Path, tuple[Path, ...], Path | None, Path | None]] = []
     for split, base, folder, names in leaves:
-        found += [(split, base, *item) for item in _subjects_in(folder, names, config, repeated)]
+        found += [(split, base, *item) for item in _subjects_in(folder, names, config, repeated, pick_images)]
     if not found:
         raise DatasetLayoutError(f"No volumes ({', '.join(VOLUME_SUFFIXES)}) or DICOM series under {root}.")
     rows = _read_labels_csv(config) if config.labels_csv else None
@@ -154,9 +156,10 @@ def scan_volumes(root: str | os.PathLike, config: DataConfig) -> list[VolumeSubj
     return sorted(subjects, key=lambda s: (s.split or "", s.class_name, s.subject))
 
 
-def _subjects_in(folder: Path, names: list[str], config: DataConfig,
-                 modality_names: set[str]) -> list[tuple[Path, tuple[Path, ...], Path | None, Path | None]]:
-    """(subject path, image volumes, label, brain mask) of the subjects directly in one folder.
+def _subjects_in(folder: Path, names: list[str], config: DataConfig, modality_names: set[str],
+                 pick_images: bool) -> list[tuple[Path, tuple[Path, ...], Path | None, Path | None]]:
+    """(subject path, image volumes, label, brain mask) of the subjects directly in one folder (no image volumes
+    picked from a subject folder when ``pick_images`` is False).
 
     The folder is one subject when it holds a label or brain-mask volume, when ``modality`` is set, or when one of
     its volume names (lower case) is in ``modality_names``; otherwise each volume file is a subject.
@@ -172,7 +175,8 @@ def _subjects_in(folder: Path, names: list[str], config: DataConfig,
     for role, files in (("label", labels), ("brain-mask", brain)):
         if len(files) > 1:
             raise DatasetLayoutError(f"Subject folder {folder} has {len(files)} {role} volumes {files}; keep one")
-    images = tuple(folder / _pick_modality(folder, candidates, pattern) for pattern in _modality_patterns(config))
+    images = tuple(folder / _pick_modality(folder, candidates, pattern)
+                   for pattern in _modality_patterns(config)) if pick_images else ()
     return [(folder, images, folder / labels[0] if labels else None, folder / brain[0] if brain else None)]
 
 

@@ -284,3 +284,14 @@ def test_exported_slices_keep_subject_volume_and_index_and_load_back_by_subject(
         assert torch.equal(image, loaded.images[k]) and torch.equal(mask, loaded.masks[k]), "pixels survive"
     with pytest.raises(FileExistsError):
         volumes.export_slices(loaded, out)
+
+
+def test_a_volume_datasets_identity_needs_no_modality_and_matches_its_slices(tmp_path):
+    from medgan_core.data import identify_dataset
+
+    root = tmp_path / "set"
+    for subject in ("s1", "s2"):  # two modalities per subject: loading needs modality=, the identity does not
+        write_subject(root / subject, ras_head(), name="flair.nii.gz")
+        write_subject(root / subject, ras_head(), name="t1c.nii.gz")
+    loaded = load_images(config(root, tmp_path, modality="flair"))
+    assert identify_dataset(str(root)) == loaded.dataset
