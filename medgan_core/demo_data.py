@@ -23,6 +23,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -274,12 +275,8 @@ def build_demo_dataset(root: str | Path, *, seed: int = 0, n_train_per_class: in
     root = Path(root)
     params = {"version": DEMO_VERSION, "seed": seed, "n_train_per_class": n_train_per_class,
               "n_test_per_class": n_test_per_class, "image_size": image_size}
-    marker = root / ".complete"
-    if marker.is_file() and json.loads(marker.read_text()) == params:
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+
+    def write(staging: Path) -> None:
         for split, count in (("Training", n_train_per_class), ("Testing", n_test_per_class)):
             for class_index, label in enumerate(DEMO_CLASSES):
                 folder = staging / split / label
@@ -291,13 +288,32 @@ def build_demo_dataset(root: str | Path, *, seed: int = 0, n_train_per_class: in
                     Image.fromarray(image).save(folder / f"{label}_{index:05d}.png")
                     Image.fromarray(mask).save(folder / f"{label}_{index:05d}{MASK_SUFFIX}.png")
         (staging / "README.txt").write_text(README.format(version=DEMO_VERSION, seed=seed))
+
+    try:
+        return _build_once(root, params, write)
+    finally:
+        _slice.cache_clear()  # ~200 MB of per-slice arrays: free them for the training that follows
+        _geometry.cache_clear()
+
+
+def _build_once(root: Path, params: dict, write: Callable[[Path], None]) -> Path:
+    """``root`` as ``write`` fills a staging folder, unless a complete build with ``params`` is already there.
+
+    The staging folder is renamed into place only when ``write`` finished (its ``.complete`` marker records
+    ``params``), so an interrupted build never leaves a folder that looks complete.
+    """
+    marker = root / ".complete"
+    if marker.is_file() and json.loads(marker.read_text()) == params:
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        write(staging)
         (staging / ".complete").write_text(json.dumps(params))
         _move_into_place(staging, root, params)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-        _slice.cache_clear()  # ~200 MB of per-slice arrays: free them for the training that follows
-        _geometry.cache_clear()
     return root
 
 
@@ -347,16 +363,12 @@ def build_demo_volumes(root: str | Path, *, seed: int = 0, n_per_class: int = 5)
 
     root = Path(root)
     params = {"version": DEMO_VOLUMES_VERSION, "seed": seed, "n_per_class": n_per_class}
-    marker = root / ".complete"
-    if marker.is_file() and json.loads(marker.read_text()) == params:
-        return root
-    template = load_mni152_template(resolution=2)
-    volume = np.asarray(template.get_fdata(), np.float32)  # (x, y, z) RAS+, 2 mm
-    brain = np.asarray(load_mni152_brain_mask(resolution=2).get_fdata()) > 0.5
-    volume /= volume.max()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+
+    def write(staging: Path) -> None:
+        template = load_mni152_template(resolution=2)
+        volume = np.asarray(template.get_fdata(), np.float32)  # (x, y, z) RAS+, 2 mm
+        brain = np.asarray(load_mni152_brain_mask(resolution=2).get_fdata()) > 0.5
+        volume /= volume.max()
         for class_index, label in enumerate(("glioma", "notumor")):
             rng = np.random.default_rng([seed, class_index, 7])
             for n in range(n_per_class):
@@ -374,12 +386,8 @@ def build_demo_volumes(root: str | Path, *, seed: int = 0, n_per_class: int = 5)
         (staging / "README.txt").write_text("MedGAN demo volumes: the MNI152 2009 template (shipped with nilearn) "
                                             "with procedural lesions. THIS IS A TEMPLATE-DERIVED DEMO, NOT PATIENT "
                                             "DATA.\n")
-        (staging / ".complete").write_text(json.dumps(params))
-        _move_into_place(staging, root, params)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return root
+
+    return _build_once(root, params, write)
 
 
 def _demo_subject(volume: np.ndarray, brain: np.ndarray, rng: np.random.Generator,
