@@ -61,7 +61,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         # the dementia-stage recipe's D lr (5e-5) left D at chance and G collapsed in short CPU runs: 2e-4 here
         ("02_conditional_dcgan", {**_DEMO_COMMON, "lr_d": 2e-4, "train_evaluator_minutes": 1.0}),
     ],
-    # every notebook on the demo set, then the comparison: ~32 minutes on 2 CPU cores (27 measured before 05)
+    # every notebook on the demo set, then the comparison: ~35 minutes on 2 CPU cores (27 measured before 05, 07)
     "all": [
         ("00_vit_evaluator", {"dataset": "demo", "image_size": 64, "max_minutes": 4.0}),
         ("01_dcgan", _DEMO_COMMON),
@@ -73,6 +73,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
                           "sample_every": 500, "checkpoint_every": 1000}),
         ("06_alpha_gan_gp", {"dataset": "demo", "image_size": 64, "max_minutes": 5.0, "sample_every": 500,
                              "checkpoint_every": 1000}),
+        ("07_singan_seg", {"dataset": "demo", "image_size": 64, "iterations": 150}),  # one pair, ~3 minutes
         ("08_volumes", {"max_minutes": 3.0}),  # the demo volumes (its run is of another dataset: 99 leaves it out)
         ("99_compare", {"dataset": "demo", "runs_root": "{batch}", "n_samples": 500}),
     ],
@@ -84,6 +85,7 @@ PROFILES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("04_progan", {}),
         ("05_stylegan2", {}),
         ("06_alpha_gan_gp", {}),
+        ("07_singan_seg", {}),
         ("08_volumes", {}),
         ("99_compare", {"runs_root": "{batch}"}),
     ],
@@ -102,6 +104,8 @@ NOTEBOOK_FOR_MODEL: dict[str, tuple[str, dict[str, Any]]] = {
     # images only in a comparison: it judges images, and most datasets have no masks
     "alpha-gan-gp": ("06_alpha_gan_gp", {"model": "alpha-gan-gp", "masks": False}),
     "calpha-gan-gp": ("06_alpha_gan_gp", {"model": "calpha-gan-gp", "masks": False}),
+    # one pyramid of one pair (images only here too): what a comparison against a whole dataset shows is its limit
+    "singan-seg": ("07_singan_seg", {"masks": False}),
 }
 EVALUATOR_NOTEBOOK = "00_vit_evaluator"
 BATCH_PLACEHOLDER = "{batch}"  # in a string parameter, replaced by the batch's output folder

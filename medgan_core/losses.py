@@ -138,7 +138,9 @@ class Regularizer:
 @dataclass(frozen=True)
 class Objective:
     """A loss recipe: ``d_loss(D, real, fake, labels, **options) -> (loss, stats)`` and
-    ``g_loss(D, fake, labels, **options) -> (loss, stats)``, plus optional lazy regularisers of D and G.
+    ``g_loss(D, fake, labels, **options) -> (loss, stats)``, plus optional lazy regularisers of D and G, and an
+    optional ``g_real(G, real, labels, **options) -> (loss, stats)`` added to every G loss: a term that needs the
+    generator and the real batch (SinGAN's reconstruction).
 
     ``options`` are the recipe's settings (e.g. ``gp_lambda``) with their defaults; ``TrainConfig.loss_options``
     overrides them; ``auto_options(options, image_size, batch_size)`` fills those left as ``None`` (StyleGAN2's
@@ -155,6 +157,7 @@ class Objective:
     g_reg: Regularizer | None = None
     state: dict[str, float] = field(default_factory=dict)
     auto_options: Callable | None = None
+    g_real: Callable | None = None
 
     def resolve_options(self, overrides: dict, image_size: int | None = None, batch_size: int | None = None) -> dict:
         """The recipe's options with ``overrides`` applied and automatic values filled in.
@@ -265,3 +268,22 @@ STYLEGAN2 = register_objective(Objective(
              "pl_interval": 4, "pl_batch_shrink": 2, "gp_lambda": 10.0},
     d_reg=Regularizer(_r1_regularizer, "r1_interval"), g_reg=Regularizer(_path_length_regularizer, "pl_interval"),
     state={"pl_mean": 0.0}, auto_options=_stylegan2_auto_options))
+
+
+def _singan_d(D, real, fake, labels, gp_lambda, rec_weight):
+    return _wgan_gp_d(D, real, fake, labels, gp_lambda, drift=0.0)
+
+
+def _singan_g(D, fake, labels, gp_lambda, rec_weight):
+    return wasserstein_g_loss(D(fake, labels)), {}
+
+
+def _singan_reconstruction(G, real, labels, gp_lambda, rec_weight):
+    """``rec_weight`` x MSE between G's reconstruction (its fixed noise) and the real image (Shaham et al., 2019)."""
+    error = F.mse_loss(G.reconstruct().expand_as(real), real)
+    return rec_weight * error, {"rec_mse": error.detach()}
+
+
+# SinGAN (Shaham et al. 2019): WGAN-GP with lambda 0.1 plus the reconstruction term, weight 10
+SINGAN = register_objective(Objective("singan", _singan_d, _singan_g, {"gp_lambda": 0.1, "rec_weight": 10.0},
+                                      g_real=_singan_reconstruction))

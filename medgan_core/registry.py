@@ -41,8 +41,9 @@ def register_model(name: str, *, config: type, objective: str = "nonsaturating",
         objective: loss recipe used by the training loop.
         conditional: whether G and D take class labels.
         description: one line shown by :func:`list_models`.
-        growth: for growing models, ``growth(config, step, n_critic)`` -> the step's stage, alpha, batch size,
-            resolution and total steps; G and D then need ``set_growth(stage, alpha)``.
+        growth: for growing models, ``growth(config, step, n_critic)`` -> the step's ``models.layers.GrowthStep``
+            (stage, alpha, batch size, resolution, total steps, lr factor); G and D then need
+            ``set_growth(stage, alpha)`` (``models.layers.Growing``).
     Returns:
         The decorator (it returns the build function unchanged).
     """

@@ -8,8 +8,9 @@ named parts around that step:
 - :class:`Recipe`: what is trained and how (model, config, loss recipe and its options, device, AMP).
 - :class:`TrainState`: every module, optimizer, scaler, RNG, counter and the state a loss recipe or augmentation
   keeps (path-length mean, ADA p); it saves itself to and loads itself from one checkpoint, so resume is exact.
-- :class:`Schedule`: the stage, resolution, fade-in alpha and batch size of each step. A fixed-size model is a
-  one-stage schedule; ProGAN's growth plan has several.
+- :class:`Schedule`: the stage, resolution, fade-in alpha, batch size and learning-rate factor of each step. A
+  fixed-size model is a one-stage schedule; ProGAN's growth plan has several, SinGAN-Seg's one per scale (with
+  its x0.1 decay late in each). A network with ``begin_stage(stage, real)`` is told when a stage begins.
 - :class:`RunLogger`: ``history.csv`` + ``log.jsonl``, the tqdm bar, fixed-noise sample grids, the NaN/inf check.
 
 Run folder layout::
@@ -169,6 +170,9 @@ def fit_model_config(model: str, data: ImageSet, model_config: dict[str, Any] | 
     if spec.conditional:
         from_data["num_classes"] = len(data.class_names)
     field_names = {f.name for f in dataclasses.fields(spec.config_cls)}
+    check_data = getattr(spec.config_cls, "check_data", None)  # e.g. single-image models refuse a whole dataset
+    if check_data is not None:
+        check_data(data, values)
     if "with_mask" in field_names:  # image+mask models: masks whenever the data have them
         if values.get("with_mask") and data.masks is None:
             raise ValueError(f"model_config with_mask=True but the training data have no masks: load them with "
@@ -241,13 +245,15 @@ class Stage:
     batch_size: int
     start: int  # first generator step of this stage
     resolution: int | None  # None = the data's own size
+    lr_scale: float = 1.0  # factor on both learning rates (a growth plan's decay within a stage)
 
 
 class Schedule:
-    """Stage, resolution, fade-in and batch size of every generator step, and the run's length.
+    """Stage, resolution, fade-in, batch size and learning-rate factor of every generator step, and the run's length.
 
-    A fixed-size model is one stage of ``train.batch_size``; a model registered with a ``growth`` plan (ProGAN)
-    follows it. The run lasts ``train.max_steps`` when set, else the growth plan or ``train.epochs`` epochs.
+    A fixed-size model is one stage of ``train.batch_size``; a model registered with a ``growth`` plan (ProGAN,
+    SinGAN-Seg) follows it. The run lasts ``train.max_steps`` when set, else the growth plan or ``train.epochs``
+    epochs.
     """
 
     def __init__(self, recipe: Recipe, data: ImageSet):
@@ -265,13 +271,23 @@ class Schedule:
         if not self.growth:
             return Stage(0, 1.0, self.batch_size, 0, None)
         plan = self.growth(self.config, step, self.n_critic)
-        return Stage(plan.stage, plan.alpha, plan.batch_size, plan.stage_start, plan.resolution)
+        return Stage(plan.stage, plan.alpha, plan.batch_size, plan.stage_start, plan.resolution, plan.lr_scale)
 
     def apply(self, stage: Stage, *networks: nn.Module) -> None:
         """Set a growing model's networks to ``stage``'s resolution and fade-in (nothing for fixed-size models)."""
         if self.growth:
             for network in networks:
                 network.set_growth(stage.index, stage.alpha)
+
+    @staticmethod
+    def begin(stage: Stage, batches: "StageBatches", *networks: nn.Module) -> None:
+        """Tell the networks that prepare for a stage (``begin_stage(index, real)``: SinGAN-Seg initialises the new
+        scale and measures its noise amplitude) that ``stage`` begins, with the stage's first real batch."""
+        preparing = [network for network in networks if hasattr(network, "begin_stage")]
+        if preparing:
+            real = batches.first()
+            for network in preparing:
+                network.begin_stage(stage.index, real)
 
     def images_in_stage(self, stage: Stage, step: int) -> int:
         """Real images D has seen since ``stage`` began, before generator step ``step``."""
@@ -302,8 +318,13 @@ class StageBatches:
                              balanced=self.train.balanced, hflip=self.train.hflip, device=self.device,
                              channels_last=self.train.channels_last, resolution=stage.resolution, masks=self.masks)
         self._batches = _endless(stream, (step - stage.start) * self.train.n_critic)
+        self._stream = stream
         finished, self.stage = self.stage, stage
         return finished
+
+    def first(self) -> torch.Tensor:
+        """The current stage's first real batch (B, C [+ 1], R, R), without moving the stream (resume stays exact)."""
+        return next(self._stream.epoch(0))[0]
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         return next(self._batches)
@@ -412,16 +433,21 @@ class TrainState:
         self.step, self.batches_seen, self.images_seen = (meta[k] for k in ("step", "batches_seen", "images_seen"))
         self._apply_current_settings(checkpoint, recipe)
 
-    def _apply_current_settings(self, checkpoint: Checkpoint, recipe: Recipe) -> None:
-        """The optimizers take the current config's learning rates and betas (a resumed run may change them);
-        every changed training setting is named in one warning."""
+    def set_rates(self, recipe: Recipe, lr_scale: float = 1.0) -> None:
+        """Both optimizers take the configured (lazy-adjusted) betas and learning rates, the rates times
+        ``lr_scale`` (a growth plan's decay)."""
         for optimizer, lr, reg_every in ((self.opt_g, recipe.train.lr_g, recipe.g_reg_every),
                                          (self.opt_d, recipe.train.lr_d, recipe.d_reg_every)):
             lr, betas = lazy_adjusted(lr, recipe.train.betas, reg_every)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * lr_scale
                 if "betas" in group:
                     group["betas"] = betas
+
+    def _apply_current_settings(self, checkpoint: Checkpoint, recipe: Recipe) -> None:
+        """The optimizers take the current config's learning rates and betas (a resumed run may change them);
+        every changed training setting is named in one warning."""
+        self.set_rates(recipe)
         saved, current = checkpoint.meta["train_config"], to_dict(recipe.train)
         changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in current.items()
                    if key not in RUN_LENGTH_SETTINGS and saved.get(key) != value]
@@ -490,6 +516,9 @@ def train_step(s: TrainState, recipe: Recipe, batches: StageBatches, images_in_s
     s.D.requires_grad_(False)
     with recipe.autocast():
         g_loss, g_stats = objective.g_loss(augmented_D, fake, labels, **options)
+        if objective.g_real is not None:  # a term that needs G and the real batch (SinGAN's reconstruction)
+            real_loss, real_stats = objective.g_real(s.G, real, labels, **options)
+            g_loss, g_stats = g_loss + real_loss, {**g_stats, **real_stats}
     _step_optimizer(s.opt_g, s.scaler_g, g_loss, recipe.world)
     s.D.requires_grad_(True)
     if recipe.g_reg_every and (s.step + 1) % recipe.g_reg_every == 0:  # lazy path length, float32
@@ -650,6 +679,9 @@ def fit(model: str, data: ImageSet, train: TrainConfig, run_dir: str | Path, *,
         if finished is not None:
             logger.write_samples(state.G_ema, f"stage-{finished.index}", recipe.autocast())
         schedule.apply(stage, state.G, state.D, state.G_ema)
+        if state.step == stage.start:  # true in one iteration per stage, also when a resume starts there
+            schedule.begin(stage, batches, state.G, state.D)
+        state.set_rates(recipe, stage.lr_scale)  # lr_scale is 1 except in a growth plan's decay
         stats = train_step(state, recipe, batches, schedule.images_in_stage(stage, state.step))
         logger.record(state.step, stats, stage.batch_size * train.n_critic)
         done, out_of_time = state.step == schedule.total_steps, agree(logger.out_of_time(), world)

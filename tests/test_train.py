@@ -31,14 +31,13 @@ def _run_worker(*args, wait=True):
     return subprocess.Popen(command, env=env)
 
 
-@pytest.mark.slow  # two subprocess training runs each
-@pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp", "progan", "stylegan2+ada", "cstylegan2+diffaugment",
-                                   "dcgan+ada", "alpha-gan-gp"])
-def test_resume_after_sigkill_is_bit_identical(tmp_path, model):
-    """Kill at step 5 (checkpoint at 4), resume to 8; ProGAN's checkpoint is mid-fade and the resume crosses into
-    the 16 px stage at step 6. StyleGAN2 runs R1 and path length every 2 steps, and ADA's p moves every step, so
-    their state (p, path-length mean, w_avg) must survive the kill too."""
-    n = 4
+def kill_and_resume(tmp_path, model, n=4):
+    """Train ``model`` (``train_worker`` names) 2n steps straight, and again killed by SIGKILL after step n + 1 with
+    its checkpoint at n, then resumed to 2n; asserts that every saved tensor and the history match.
+
+    Returns:
+        The straight run's final checkpoint, its history and the resumed run's history.
+    """
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _run_worker(straight, model, 2 * n, n)
 
@@ -51,25 +50,35 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, model):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-00000004.safetensors"]
+    assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == [f"step-{n:08d}.safetensors"]
 
     _run_worker(killed, model, 2 * n, n)  # resumes from step n
-    a = load_checkpoint(straight / "checkpoints" / "step-00000008.safetensors")
-    b = load_checkpoint(killed / "checkpoints" / "step-00000008.safetensors")
+    a = load_checkpoint(straight / "checkpoints" / f"step-{2 * n:08d}.safetensors")
+    b = load_checkpoint(killed / "checkpoints" / f"step-{2 * n:08d}.safetensors")
     weights = [k for k in a.tensors if k.split(".")[0] in ("G", "D", "G_ema", "opt_g", "opt_d", "augment", "objective")]
     assert len(weights) > 10
-    if "ada" in model:
-        assert a.tensors["augment.p"].item() > 0  # p moved, so resuming it is tested
-    if model.startswith("stylegan2"):
-        assert a.tensors["objective.pl_mean"].item() > 0 and "G.w_avg" in weights
     for key in weights:
         assert torch.equal(a.tensors[key], b.tensors[key]), f"{key} differs after resume"
     history_a = pd.read_csv(straight / "history.csv")
     history_b = pd.read_csv(killed / "history.csv")
     assert history_a["step"].tolist() == history_b["step"].tolist() == list(range(1, 2 * n + 1))
     pd.testing.assert_series_equal(history_a["g_loss"], history_b["g_loss"])
+    return a, history_a, history_b
+
+
+@pytest.mark.slow  # two subprocess training runs each
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan", "wgan-gp", "progan", "stylegan2+ada", "cstylegan2+diffaugment",
+                                   "dcgan+ada", "alpha-gan-gp"])
+def test_resume_after_sigkill_is_bit_identical(tmp_path, model):
+    """Kill at step 5 (checkpoint at 4), resume to 8; ProGAN's checkpoint is mid-fade and the resume crosses into
+    the 16 px stage at step 6. StyleGAN2 runs R1 and path length every 2 steps, and ADA's p moves every step, so
+    their state (p, path-length mean, w_avg) must survive the kill too."""
+    checkpoint, history_a, history_b = kill_and_resume(tmp_path, model)
     if "ada" in model:
+        assert checkpoint.tensors["augment.p"].item() > 0  # p moved, so resuming it is tested
         pd.testing.assert_series_equal(history_a["aug_p"], history_b["aug_p"])
+    if model.startswith("stylegan2"):
+        assert checkpoint.tensors["objective.pl_mean"].item() > 0 and "G.w_avg" in checkpoint.tensors
 
 
 def test_fit_writes_logs_samples_and_a_self_describing_checkpoint(tmp_path):

@@ -30,7 +30,13 @@ AUGMENT = {"ada": {"augment": "ada", "augment_options": {"ada_kimg": 0.2, "inter
 MODEL_CONFIG = {"progan": {"base_features": 8, "z_dim": 8, "stage_images": 24, "fade_fraction": 1.0,
                            "stage_batch_sizes": (8, 8, 8, 4)},
                 "stylegan2": STYLEGAN2_TINY, "cstylegan2": STYLEGAN2_TINY, "alpha-gan-gp": {**ALPHA_TINY, "min_size": 8}}
-MASKED_MODELS = {"alpha-gan-gp"}  # trained on image+mask pairs
+MASKED_MODELS = {"alpha-gan-gp", "singan-seg"}  # trained on image+mask pairs
+# SinGAN-Seg: one pair, scales 18/24/32 px of 5 steps each (lr x0.1 from the 5th), so a kill at step 5 with a
+# checkpoint at 4 resumes inside the decay of scale 0 and crosses into scale 1 (its noise amplitude is measured)
+SINGAN_TINY = {**ALPHA_TINY, "attention_sizes": (), "min_size": 16, "iterations": 5, "steps_per_iteration": 1}
+MODEL_CONFIG["singan-seg"] = SINGAN_TINY
+MODEL_TRAIN["singan-seg"] = {"batch_size": 1, "hflip": False, "lr_g": 5e-4, "lr_d": 5e-4}
+SINGLE_IMAGE_MODELS = {"singan-seg"}
 
 
 def tiny_image_set(n: int = 48, size: int = 32, classes: int = 3, masks: bool = False) -> ImageSet:
@@ -70,5 +76,7 @@ if __name__ == "__main__":
             time.sleep(600)  # the test kills us with SIGKILL here
 
     settings = {**MODEL_TRAIN.get(model, {}), **AUGMENT[augment]}
-    fit(model, tiny_image_set(masks=model in MASKED_MODELS), tiny_train_config(max_steps, every, **settings), run_dir,
+    data = tiny_image_set(masks=model in MASKED_MODELS)
+    data = data.subset([0]) if model in SINGLE_IMAGE_MODELS else data
+    fit(model, data, tiny_train_config(max_steps, every, **settings), run_dir,
         model_config=MODEL_CONFIG.get(model, TINY_MODEL), on_step=hang if hang_after else None)

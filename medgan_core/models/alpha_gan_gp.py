@@ -213,17 +213,32 @@ class Generator(nn.Module):
         if self.embedding is not None and labels is None:
             raise ValueError("conditional generator needs labels: G(z, labels)")
         outputs: list[torch.Tensor] = []
-        for k, (scale, noise) in enumerate(zip(self.scales, maps)):
-            if outputs:
-                up = F.interpolate(outputs[-1], size=noise.shape[-2:], mode="bilinear", align_corners=False)
-                inputs = up + self.noise_amplitude[k] * noise
-            else:
-                inputs = noise
-            if self.embedding is not None:
-                inputs = torch.cat([inputs, self.embedding(labels)[:, :, None, None].expand(-1, -1, *noise.shape[-2:])],
-                                   dim=1)
-            outputs.append(up + scale(inputs) if outputs else scale(inputs))
+        for k, noise in enumerate(maps):
+            outputs.append(self.run_scale(k, outputs[-1] if outputs else None, noise, labels))
         return outputs
+
+    def run_scale(self, k: int, coarser: torch.Tensor | None, noise: torch.Tensor,
+                  labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Scale ``k``'s output: scale 0 turns its noise map into an image; a finer scale upsamples the ``coarser``
+        output and adds the residual it computes from that plus its amplitude times ``noise``.
+
+        Args:
+            k: the scale.
+            coarser: scale ``k - 1``'s output (B, C [+ 1], s_{k-1}, s_{k-1}); None for scale 0.
+            noise: scale ``k``'s noise map, from :meth:`noise_maps`.
+            labels: class labels when conditional.
+        Returns:
+            (B, C [+ 1], s_k, s_k).
+        """
+        if coarser is not None:
+            up = F.interpolate(coarser, size=noise.shape[-2:], mode="bilinear", align_corners=False)
+            inputs = up + self.noise_amplitude[k] * noise
+        else:
+            inputs = noise
+        if self.embedding is not None:
+            inputs = torch.cat([inputs, self.embedding(labels)[:, :, None, None].expand(-1, -1, *noise.shape[-2:])],
+                               dim=1)
+        return up + self.scales[k](inputs) if coarser is not None else self.scales[k](inputs)
 
     @torch.no_grad()
     def generate_from_coarse(self, z: torch.Tensor, from_scale: int, seed: int,

@@ -1,7 +1,9 @@
-"""Blocks shared by several GANs (DCGAN family). Model-specific layers stay in their model file."""
+"""Blocks shared by several GANs (the DCGAN family; the stage state of growing ones). Model-specific layers stay in
+their model file."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -139,6 +141,44 @@ class DCGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(self.latent(z, labels))  # (B, z_dim [+ embed_dim], 1, 1) -> (B, C, S, S)
+
+
+@dataclass(frozen=True)
+class GrowthStep:
+    """Where training stands at one generator step."""
+
+    stage: int  # 0 = the first (ProGAN: 4 px)
+    alpha: float  # fade-in of the newest block
+    batch_size: int
+    stage_start: int  # first generator step of this stage
+    resolution: int  # side of this stage's images (ProGAN: 4 * 2**stage)
+    total_steps: int  # generator steps of the whole schedule
+    lr_scale: float = 1.0  # factor on both learning rates at this step (SinGAN-Seg's decay late in each scale)
+
+
+class Growing(nn.Module):
+    """A network trained stage by stage (ProGAN's resolutions, SinGAN-Seg's scales): the current stage and fade-in
+    alpha as buffers (saved, so a loaded network runs at the stage it was trained to) mirrored in Python numbers
+    (fast). Cooperative: arguments after ``n_stages`` go to the next base class."""
+
+    def __init__(self, n_stages: int, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.n_stages = n_stages
+        self.register_buffer("stage", torch.tensor(n_stages - 1))
+        self.register_buffer("alpha", torch.tensor(1.0))
+        self._stage, self._alpha = n_stages - 1, 1.0
+        self.register_load_state_dict_post_hook(lambda module, keys: module._read_buffers())
+
+    def _read_buffers(self) -> None:
+        self._stage, self._alpha = int(self.stage), float(self.alpha)
+
+    def set_growth(self, stage: int, alpha: float) -> None:
+        """Run at ``stage`` (0 = the first) with the newest block faded in by ``alpha`` in [0, 1]."""
+        if not 0 <= stage < self.n_stages:
+            raise ValueError(f"stage must be in 0..{self.n_stages - 1}, got {stage}")
+        self._stage, self._alpha = stage, float(alpha)
+        self.stage.fill_(stage)
+        self.alpha.fill_(alpha)
 
 
 class MinibatchStdDev(nn.Module):

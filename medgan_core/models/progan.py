@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import register_model
-from .layers import MinibatchStdDev, stages_from_4px
+from .layers import Growing, GrowthStep, MinibatchStdDev, stages_from_4px
 
 
 @dataclass
@@ -73,30 +73,7 @@ class PixelNorm(nn.Module):
         return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
 
 
-class _Growing(nn.Module):
-    """Holds the current stage and fade-in alpha as buffers (persisted) mirrored in Python numbers (fast)."""
-
-    def __init__(self, n_stages: int):
-        super().__init__()
-        self.n_stages = n_stages
-        self.register_buffer("stage", torch.tensor(n_stages - 1))
-        self.register_buffer("alpha", torch.tensor(1.0))
-        self._stage, self._alpha = n_stages - 1, 1.0
-        self.register_load_state_dict_post_hook(lambda module, keys: module._read_buffers())
-
-    def _read_buffers(self) -> None:
-        self._stage, self._alpha = int(self.stage), float(self.alpha)
-
-    def set_growth(self, stage: int, alpha: float) -> None:
-        """Run at ``stage`` (0 = 4 px) with the newest block faded in by ``alpha`` in [0, 1]."""
-        if not 0 <= stage < self.n_stages:
-            raise ValueError(f"stage must be in 0..{self.n_stages - 1}, got {stage}")
-        self._stage, self._alpha = stage, float(alpha)
-        self.stage.fill_(stage)
-        self.alpha.fill_(alpha)
-
-
-class Generator(_Growing):
+class Generator(Growing):
     """z (B, z_dim) -> image (B, C, R, R), R = 4 * 2**stage, in [-1, 1] (tanh) or roughly so (linear)."""
 
     def __init__(self, config: ProGANConfig):
@@ -132,7 +109,7 @@ class Generator(_Growing):
         return torch.tanh(image) if self.config.tanh_output else image
 
 
-class Discriminator(_Growing):
+class Discriminator(Growing):
     """Critic: image (B, C, R, R) at the current stage's resolution -> scores (B,)."""
 
     def __init__(self, config: ProGANConfig):
@@ -161,18 +138,6 @@ class Discriminator(_Growing):
             for block in reversed(self.blocks[:stage - 1]):
                 x = block(x)
         return self.final(x).flatten()
-
-
-@dataclass(frozen=True)
-class GrowthStep:
-    """Where training stands at one generator step."""
-
-    stage: int  # 0 = 4 px
-    alpha: float  # fade-in of the newest block
-    batch_size: int
-    stage_start: int  # first generator step of this stage
-    resolution: int  # 4 * 2**stage
-    total_steps: int  # generator steps of the whole schedule
 
 
 def growth_plan(config: ProGANConfig, step: int, n_critic: int = 1) -> GrowthStep:
