@@ -37,7 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..checkpoint import load_checkpoint_meta
-from ..config import TrainConfig
+from ..config import DataConfig, TrainConfig
+from ..data import ImageSet
 from ..registry import register_model
 from ..train import fit, fit_model_config
 from . import alpha_gan_gp
@@ -64,7 +65,7 @@ class SinGANSegConfig(AlphaGANGPConfig):
         self.coarse_noise = self.coarse_noise or self.out_channels
 
     @staticmethod
-    def check_data(data: Any, values: dict[str, Any]) -> None:
+    def check_data(data: ImageSet, values: dict[str, Any]) -> None:
         """Refuse data that are not one image (+ mask); ``fit`` calls it with the ImageSet and the config values.
 
         Raises:
@@ -219,26 +220,25 @@ def train_config(**overrides: Any) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-def pick_pair(data: Any, index: int) -> Any:
+def pick_pair(data: ImageSet, index: int) -> ImageSet:
     """Pair ``index`` of an image+mask dataset as a one-image set (what ``singan-seg`` trains on).
 
     Args:
-        data: an ImageSet loaded with ``DataConfig(masks=True)``.
+        data: images loaded with ``DataConfig(masks=True)`` (without masks: one image, for plain SinGAN).
         index: which pair, 0 .. len(data) - 1 (``data.files[index]`` names it).
     Returns:
         The one-image ImageSet.
     Raises:
-        ValueError: for data without masks; IndexError for an index outside the set.
+        IndexError: for an index outside the set.
     """
-    if data.masks is None:
-        raise ValueError("these images have no masks: load them with DataConfig(masks=True) to pick a pair")
     if not 0 <= index < len(data):
         raise IndexError(f"pair index {index} is outside 0..{len(data) - 1}")
     return data.subset([index])
 
 
-def train_pairs(data: Any, out_dir: str | Path, train: Any = None, *, model_config: dict[str, Any] | None = None,
-                data_config: Any = None, indices: Iterable[int] | None = None) -> pd.DataFrame:
+def train_pairs(data: ImageSet, out_dir: str | Path, train: TrainConfig | None = None, *,
+                model_config: dict[str, Any] | None = None, data_config: DataConfig | None = None,
+                indices: Iterable[int] | None = None) -> pd.DataFrame:
     """SinGAN-Seg's batch mode: one pyramid per pair, each in ``out_dir/pair-<index>``, one after the other.
 
     A pair whose newest checkpoint has reached the run's length is skipped; an unfinished one resumes exactly from
@@ -252,7 +252,8 @@ def train_pairs(data: Any, out_dir: str | Path, train: Any = None, *, model_conf
         data_config: recorded in every checkpoint.
         indices: pairs to train (default: all).
     Returns:
-        One row per pair: index, file, run_dir, status ("trained", "resumed" or "finished before"), step.
+        One row per pair: index, file, run_dir, status ("trained", "resumed" or "finished before"; ", time budget"
+        when ``train.max_minutes`` stopped it: call again to go on), step.
     """
     train = train or train_config()
     rows = []
@@ -265,8 +266,9 @@ def train_pairs(data: Any, out_dir: str | Path, train: Any = None, *, model_conf
         if before >= total:
             step, status = before, "finished before"
         else:
-            step = fit(MODEL, pair, train, run_dir, model_config=model_config, data_config=data_config).step
-            status = "resumed" if before else "trained"
+            result = fit(MODEL, pair, train, run_dir, model_config=model_config, data_config=data_config)
+            step = result.step
+            status = ("resumed" if before else "trained") + ("" if result.stopped == "completed" else ", time budget")
         rows.append({"index": index, "file": data.files[index] if data.files else "", "run_dir": str(run_dir),
                      "status": status, "step": step})
     return pd.DataFrame(rows)
