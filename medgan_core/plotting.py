@@ -2,7 +2,8 @@
 
 Every function returns a :class:`matplotlib.figure.Figure` and, given ``save_to``, also writes it as a PNG
 atomically. Figures come from pyplot, so Jupyter's inline backend knows how to display them, and are closed
-before being returned, so a notebook shows each one exactly once (as the cell's value). The module never
+before being returned, so a notebook shows each one exactly once: as the cell's value, or with ``display(fig)``
+(what the notebooks do; a trailing ``;`` would hide it). The module never
 selects a backend: PNGs are always rendered by Agg, whatever backend is active (inline, a GUI, or the Agg
 fallback matplotlib picks on a headless machine).
 """

@@ -50,7 +50,8 @@ def test_parse_value_and_grid_naming(tmp_path):
 
 
 @pytest.mark.slow  # papermill runs a notebook
-def test_batch_runs_a_notebook_grid_with_papermill_and_summarises(tmp_path):
+def test_batch_runs_a_notebook_grid_with_papermill_and_summarises(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # Jupyter's, so figures show
     out = tmp_path / "batch"
     code = main(["run", str(DCGAN), "--grid", "seed=0,1", "-p", "max_steps=1", "--out", str(out)])
     assert code == 0
@@ -63,6 +64,12 @@ def test_batch_runs_a_notebook_grid_with_papermill_and_summarises(tmp_path):
         assert injected and "run_dir" in "".join(injected[0]["source"])
         assert (job_dir / "history.csv").is_file() and list((job_dir / "checkpoints").glob("step-*.safetensors"))
         assert (job_dir / "synthetic" / "manifest.json").is_file()
+        # every figure cell shows its figure (plotting closes figures, so a cell must display them)
+        for cell in executed["cells"]:
+            if cell["cell_type"] == "code" and ("plot_" in "".join(cell["source"]) or
+                                                "show_images(" in "".join(cell["source"])):
+                shown = [o for o in cell["outputs"] if "image/png" in o.get("data", {})]
+                assert shown, f"no figure shown by cell: {''.join(cell['source'])[:200]}"
 
     first = Path(summary["outputs"][0])  # a user-given run_dir resumes that run in place
     assert main(["run", str(DCGAN), "-p", "max_steps=2", "-p", f"run_dir={first}", "--out", str(tmp_path / "more")]) == 0
