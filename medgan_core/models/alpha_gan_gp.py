@@ -141,7 +141,8 @@ class SelfAttention(nn.Module):
 
 # ------------------------------------------------------------------------------------------------------ networks
 
-def _width(config: AlphaGANGPConfig, scale: int) -> int:
+def scale_width(config: AlphaGANGPConfig, scale: int) -> int:
+    """Conv width of scale ``scale``: ``features``, doubling every 4 scales, at most ``max_features`` (SinGAN)."""
     return min(config.features * 2 ** (scale // 4), config.max_features)
 
 
@@ -181,7 +182,7 @@ class Generator(nn.Module):
         self.embedding = nn.Embedding(config.num_classes, config.embed_dim) if config.num_classes else None
         out = config.out_channels
         self.scales = nn.ModuleList(
-            ScaleGenerator((config.coarse_noise if k == 0 else out) + extra, out, _width(config, k), size, config)
+            ScaleGenerator((config.coarse_noise if k == 0 else out) + extra, out, scale_width(config, k), size, config)
             for k, size in enumerate(self.sizes))
         self.noise_amplitude = nn.Parameter(torch.full((len(self.sizes),), 0.1))  # learned, per scale (scale 0 unused)
 
@@ -262,12 +263,15 @@ class Generator(nn.Module):
 
 
 class ScaleCritic(nn.Module):
-    """One scale's critic: head conv, attentive body (no batch norm), 1-channel tail, averaged over positions."""
+    """One scale's critic: head conv, attentive body, 1-channel tail, averaged over positions. No batch norm by
+    default (it would mix the samples of a batch in the gradient penalty); ``norm`` adds it after every inner conv,
+    as SinGAN's critic of one image (batch 1) has."""
 
-    def __init__(self, in_channels: int, width: int, size: int, config: AlphaGANGPConfig):
+    def __init__(self, in_channels: int, width: int, size: int, config: AlphaGANGPConfig, norm: bool = False):
         super().__init__()
-        self.head = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.LeakyReLU(0.2))
-        self.body = _body(width, config.blocks, size, config, norm=False)
+        self.head = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), *([nn.BatchNorm2d(width)] if norm else []),
+                                  nn.LeakyReLU(0.2))
+        self.body = _body(width, config.blocks, size, config, norm=norm)
         self.tail = nn.Conv2d(width, 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,15 +282,16 @@ class ScaleCritic(nn.Module):
 
 class Critic(nn.Module):
     """image [+ mask] (B, C [+ 1], S, S) [, labels] -> scores (B,): the sum of every scale's critic on the input
-    resized to its scale (area), plus a projection term per scale when conditional."""
+    resized to its scale (area), plus a projection term per scale when conditional. ``norm``: batch norm in every
+    critic (see :class:`ScaleCritic`)."""
 
-    def __init__(self, config: AlphaGANGPConfig):
+    def __init__(self, config: AlphaGANGPConfig, norm: bool = False):
         super().__init__()
         self.config = config
         self.sizes = config.sizes
-        self.critics = nn.ModuleList(ScaleCritic(config.out_channels, _width(config, k), size, config)
+        self.critics = nn.ModuleList(ScaleCritic(config.out_channels, scale_width(config, k), size, config, norm)
                                      for k, size in enumerate(self.sizes))
-        self.projections = nn.ModuleList(nn.Embedding(config.num_classes, _width(config, k))
+        self.projections = nn.ModuleList(nn.Embedding(config.num_classes, scale_width(config, k))
                                          for k in range(len(self.sizes))) if config.num_classes else None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:

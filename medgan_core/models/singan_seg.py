@@ -8,7 +8,9 @@ one pyramid per pair, and use the pyramids to make synthetic pairs. Here the pyr
   (``pyramid_sizes``: 27, 36, 48, 64 at 64 px). SinGAN instead bends its factor so that the coarsest side is
   exactly ``min_size``; the ladder here keeps the factor and stops at the last side >= ``min_size``.
 - 5 conv layers per scale, 32 channels doubling every 4 scales up to 128 (``features``, ``blocks``,
-  ``max_features``); no self-attention by default (``attention_sizes=()``), CBAM after every conv.
+  ``max_features``); no self-attention by default (``attention_sizes=()``), CBAM after every conv. As in SinGAN,
+  the critics have batch norm too (batch 1: it normalises over positions) and every conv starts from N(0, 0.02),
+  every batch-norm scale from N(1, 0.02) (``critic_norm``, ``singan_init``).
 - Scale by scale: one growth stage per scale. While scale k trains, scales < k are frozen (no gradient, BatchNorm in
   eval mode) and only scale k's generator and critic are updated; scale k starts as a copy of scale k-1 when their
   widths match. The critic of stage k judges the image at scale k's size only.
@@ -43,7 +45,7 @@ from ..registry import register_model
 from ..train import fit, fit_model_config
 from . import alpha_gan_gp
 from .alpha_gan_gp import AlphaGANGPConfig, pyramid_sizes
-from .layers import Growing, GrowthStep
+from .layers import Growing, GrowthStep, dcgan_init_
 
 MODEL = "singan-seg"
 
@@ -60,6 +62,8 @@ class SinGANSegConfig(AlphaGANGPConfig):
     lr_decay_at: float = 0.8  # share of each scale after which both learning rates are multiplied by lr_decay
     lr_decay: float = 0.1
     noise_scale: float = 0.1  # noise amplitude of scale k > 0 = this x RMSE of the coarser reconstruction
+    critic_norm: bool = True  # batch norm in the critics (SinGAN)
+    singan_init: bool = True  # SinGAN's weights: convs N(0, 0.02), batch-norm scales N(1, 0.02)
 
     def __post_init__(self) -> None:
         self.coarse_noise = self.coarse_noise or self.out_channels
@@ -189,7 +193,7 @@ class Critic(Growing, alpha_gan_gp.Critic):
     """image + mask (B, C + 1, s, s) at the current scale's side -> scores (B,) of that scale's critic alone."""
 
     def __init__(self, config: SinGANSegConfig):
-        super().__init__(len(config.sizes), config)
+        super().__init__(len(config.sizes), config, norm=config.critic_norm)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.critics[self._stage](images)[0]
@@ -206,7 +210,11 @@ def build(config: SinGANSegConfig) -> tuple[Generator, Critic]:
     if config.num_classes:
         raise ValueError(f"{MODEL} is unconditional (num_classes=0): it learns one image")
     pyramid_sizes(config.image_size, config.min_size, config.scale_factor)  # fails early on impossible sizes
-    return Generator(config), Critic(config)
+    G, D = Generator(config), Critic(config)
+    if config.singan_init:
+        G.apply(dcgan_init_)
+        D.apply(dcgan_init_)
+    return G, D
 
 
 def train_config(**overrides: Any) -> TrainConfig:
