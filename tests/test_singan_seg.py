@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from medgan_core import load_generator
+from medgan_core.checkpoint import load_checkpoint_meta
 from medgan_core.config import DataConfig
 from medgan_core.data import load_images
 from medgan_core.losses import OBJECTIVES
@@ -91,6 +92,8 @@ def test_a_pair_trains_samples_and_exports_end_to_end_with_a_deterministic_recon
 
 def test_coarser_scales_do_not_change_while_a_finer_one_trains(tmp_path):
     first = tiny_fit(tmp_path / "run", steps=5)  # scale 0 done, scale 1 not begun
+    rates = load_checkpoint_meta(first.checkpoint)["optimizers"]
+    assert [rates[name]["param_groups"][0]["lr"] for name in ("opt_g", "opt_d")] == [5e-4 * 0.1] * 2, "the loop's lr"
     before = {k: v.clone() for k, v in first.discriminator.state_dict().items()}
     G_before = {k: v.clone() for k, v in load_generator(tmp_path / "run", use_ema=False).state_dict().items()}
     second = tiny_fit(tmp_path / "run", steps=10)  # resumed: scale 1 trains
