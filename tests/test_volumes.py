@@ -295,3 +295,15 @@ def test_a_volume_datasets_identity_needs_no_modality_and_matches_its_slices(tmp
         write_subject(root / subject, ras_head(), name="t1c.nii.gz")
     loaded = load_images(config(root, tmp_path, modality="flair"))
     assert identify_dataset(str(root)) == loaded.dataset
+
+
+@pytest.mark.parametrize("slope,inter", [(1.0, 0.0), (2.3283064365386963e-10, 0.5), (0.5, -3.0)])
+def test_masks_stored_as_scaled_integers_read_as_their_scaled_values_say(tmp_path, slope, inter):
+    # BraTS brain masks are int32 with a slope and an intercept; the fast path compares the stored integers
+    stored = np.random.default_rng(0).integers(-20, 20, (6, 5, 4)).astype(np.int32)
+    image = nib.Nifti1Image(stored, np.diag([-1.0, 1.0, 2.0, 1.0]))  # stored LAS: read back flipped to RAS
+    image.header.set_slope_inter(slope, inter)
+    nib.save(image, tmp_path / "mask.nii")
+    expected = nib.as_closest_canonical(nib.load(tmp_path / "mask.nii")).get_fdata() > 0.5
+    mask = np.asarray(volumes.read_volume(tmp_path / "mask.nii", mask_above=0.5).dataobj)
+    assert mask.dtype == np.uint8 and np.array_equal(mask > 0, expected) and 0 < expected.sum() < expected.size
