@@ -1,11 +1,13 @@
-"""Style-transfer refinement (S3): make a generated image look more like a real scan, its mask untouched.
+"""Style-transfer refinement, the Alpha-GAN-GP recipe's last step: a generated image made to look more like a real
+scan, its mask untouched.
 
-Gatys et al.'s Gram-matrix style transfer, as S3 applies it: the generated image is the starting point and is
-optimised (Adam, lr 0.01) to keep its content (VGG16 conv5_3 features, weight 1) while matching the style of a real
-image (Gram matrices of conv1_1 ... conv5_1, decreasing weights, total weight 1000). VGG16's ImageNet weights come
-from a local file (a torchvision state dict or safetensors) or the torchvision download (Kaggle, Colab). Without
-them the evaluator's CNN serves as the feature network (its four conv blocks for style, the last for content), and
-:func:`style_network` says so: the result is then a different method, not S3's.
+Gatys et al.'s Gram-matrix style transfer, as the Alpha-GAN-GP recipe applies it: the generated image is the
+starting point and is optimised (Adam, lr 0.01) to keep its content (VGG16 conv5_3 features, weight 1) while
+matching the style of a real image (Gram matrices of conv1_1 ... conv5_1, decreasing weights, total weight 1000).
+VGG16's ImageNet weights come from a local file (a torchvision state dict or safetensors) or the torchvision
+download (Kaggle, Colab). Without them the evaluator's CNN serves as the feature network (its four conv blocks for
+style, the last for content), and :func:`style_network` says so: the result is then a different method, not the
+recipe's.
 """
 from __future__ import annotations
 
@@ -142,9 +144,9 @@ def refine(images: torch.Tensor, style_images: torch.Tensor, network: StyleNetwo
         style_images: (B or 1, C, H, W) real images in [-1, 1] whose style is transferred.
         network: from :func:`style_network`.
         steps: Adam steps on the image.
-        lr: Adam's learning rate (S3: 0.01).
-        content_weight: weight of the content loss (S3: 1).
-        style_weight: weight of the style loss (S3: 1000).
+        lr: Adam's learning rate (the recipe: 0.01).
+        content_weight: weight of the content loss (the recipe: 1).
+        style_weight: weight of the style loss (the recipe: 1000).
     Returns:
         The refined images, same shape, in [-1, 1].
     """
