@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from medgan_core import load_generator
 from medgan_core.checkpoint import load_checkpoint_meta
 from medgan_core.config import DataConfig
-from medgan_core.data import load_images
+from medgan_core.data import BatchStream, load_images
 from medgan_core.losses import OBJECTIVES
 from medgan_core.models.singan_seg import growth_plan, pick_pair, train_config, train_pairs
 from medgan_core.registry import build_model, make_config
@@ -137,3 +137,37 @@ def test_batch_mode_trains_one_pyramid_per_pair_and_resumes_per_pair(tmp_path):
     assert summary["status"].tolist() == ["finished before", "resumed"] and summary["step"].tolist() == [15, 15]
     history = (tmp_path / "batch" / "pair-0001" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 15, "one row per step, the first 7 kept from before the interruption"
+
+
+def test_a_new_scale_starts_from_the_coarser_reconstruction_and_learns_it_where_the_coarse_one_saturates():
+    """Scale 0 maps noise to the whole pair, with tanh saturated at -1 on the black background and outside the mask.
+    A copy of it as scale 1 used to add a second pair on top of the upsampled one (reconstruction MSE ~0.7 on brain
+    MRI, stuck: its gradient vanished in the saturated tanh); the new scale's residual now starts at 0."""
+    torch.manual_seed(0)
+    G, _, config = build_model("singan-seg", image_size=32, with_mask=True, **{**SINGAN_TINY, "features": 8})
+    pyramid = [next(BatchStream(ONE_PAIR, 1, resolution=s, masks=True).epoch(0))[0] for s in G.sizes]  # the loop's
+
+    def reconstruction_steps(stage, steps):
+        optimizer = torch.optim.Adam(G.scales[stage].parameters(), lr=5e-3, betas=(0.5, 0.999))
+        for _ in range(steps):
+            loss = F.mse_loss(G.train().reconstruct(), pyramid[stage])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return F.mse_loss(G.reconstruct(), pyramid[stage]).item()
+
+    G.set_growth(0, 1.0)
+    G.begin_stage(0, pyramid[0])
+    assert reconstruction_steps(0, 150) < 0.01
+    with torch.no_grad():
+        assert G.eval().reconstruct()[:, 1].min() < -0.99, "the mask's outside: tanh near -1 at scale 0"
+        coarse = F.interpolate(G.reconstruct(), size=(24, 24), mode="bilinear", align_corners=False)
+    G.set_growth(1, 1.0)
+    G.begin_stage(1, pyramid[1])
+    for mode in (False, True):
+        with torch.no_grad():
+            assert torch.equal(G.train(mode).reconstruct(), coarse), "residual 0: the coarser reconstruction"
+    start = F.mse_loss(coarse, pyramid[1]).item()
+    assert G.noise_amplitude[1].item() == pytest.approx(0.1 * start ** 0.5, rel=1e-4)
+    assert torch.equal(G.scales[1].body[0].weight, G.scales[0].body[0].weight), "head and body still copied"
+    assert reconstruction_steps(1, 30) < min(start, 0.02)

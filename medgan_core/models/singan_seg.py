@@ -167,6 +167,9 @@ class Generator(Growing, alpha_gan_gp.Generator):
             self.noise_amplitude[0] = 1.0
             return
         _start_from_coarser(self.scales, stage)
+        tail = self.scales[stage].tail[0]  # the residual starts at 0: the new scale starts as the coarser output
+        nn.init.zeros_(tail.weight)
+        nn.init.zeros_(tail.bias)
         mode, alpha = self.training, self._alpha
         self.set_growth(stage - 1, 1.0)
         coarser = self.eval().reconstruct()  # trained scales as they will run from now on
