@@ -290,6 +290,8 @@ def imagenet_state_dict(source: str, torchvision_weights: Any, network: str, fil
 def _initialise(classifier: Classifier) -> str:
     """Apply ``config.pretrained``; returns how the backbone was initialised (recorded in the metadata)."""
     source = classifier.config.pretrained
+    if classifier.frozen:  # its weights came with it: say which
+        return f"imagenet, frozen ({classifier.config.arch} weights sha256:{classifier.backbone.weights_sha256})"
     if not source:
         return "scratch"
     if classifier.config.arch != "vit_b_16":

@@ -80,6 +80,7 @@ def test_frozen_inception_evaluator_trains_its_head_only_and_saves_without_the_b
     evaluator = train_evaluator(train, config, settings, tmp_path)
     classifier = evaluator.classifier
     assert classifier.frozen and evaluator.meta["epochs_run"] == 3
+    assert evaluator.meta["init"].startswith("imagenet, frozen (inception weights sha256:7ff4a85c")
     assert all(torch.equal(v, backbone_before[k]) for k, v in classifier.backbone.state_dict().items())
     features = classifier.embed(train.images[:18:3].float() / 127.5 - 1)
     standardised = classifier.head[0](features)  # fitted on the training features: about zero mean
