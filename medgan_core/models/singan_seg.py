@@ -13,7 +13,10 @@ one pyramid per pair, and use the pyramids to make synthetic pairs. Here the pyr
   every batch-norm scale from N(1, 0.02) (``critic_norm``, ``singan_init``).
 - Scale by scale: one growth stage per scale. While scale k trains, scales < k are frozen (no gradient, BatchNorm in
   eval mode) and only scale k's generator and critic are updated; scale k starts as a copy of scale k-1 when their
-  widths match. The critic of stage k judges the image at scale k's size only.
+  widths match (SinGAN), except the generator's output conv, which starts at zero: the new scale's residual is 0,
+  so it starts from the upsampled coarser reconstruction (a copy of scale 0, which maps noise to the whole pair with
+  tanh saturated at -1 on the black background and outside the mask, added a second pair and stayed stuck there).
+  The critic of stage k judges the image at scale k's size only.
 - Noise: scale 0 draws its map at amplitude 1; at scale k > 0 the amplitude is ``noise_scale`` (0.1) x the RMSE
   between the upsampled reconstruction of the coarser scales and the real image at that scale, computed when the
   stage begins (``begin_stage``) and kept with the fixed reconstruction noise (scale 0: one random map, finer
