@@ -1,7 +1,8 @@
 """Alpha-GAN-GP: a multi-scale (SinGAN-style) generator pyramid with attention that makes an image and its mask.
 
-S3's model, written from the papers: SinGAN (Shaham et al. 2019) for the pyramid, CBAM (Woo et al. 2018) for channel
-and spatial attention, SAGAN (Zhang et al. 2019) for self-attention, WGAN-GP (Gulrajani et al. 2017) for the loss.
+The Alpha-GAN-GP recipe (WGAN-GP + attention + a SinGAN-Seg pyramid), written from the papers: SinGAN (Shaham et
+al. 2019) for the pyramid, CBAM (Woo et al. 2018) for channel and spatial attention, SAGAN (Zhang et al. 2019) for
+self-attention, WGAN-GP (Gulrajani et al. 2017) for the loss.
 
 - The pyramid runs from ``min_size`` px up to the image size, each scale ``scale_factor`` times the next
   (``pyramid_sizes``: 16, 32, 64 at 64 px with the default 0.5; 0.75 gives SinGAN's finer ladder).
@@ -309,7 +310,7 @@ class Critic(nn.Module):
 
 @register_model_pair("alpha-gan-gp", "calpha-gan-gp", config=AlphaGANGPConfig, objective="wgan-gp",
                      description="Alpha-GAN-GP: multi-scale generator pyramid with CBAM + self-attention, image + "
-                                 "mask, WGAN-GP (S3)",
+                                 "mask, WGAN-GP",
                      conditional_description="Conditional Alpha-GAN-GP: label channels at every scale, projection "
                                              "critics")
 def build(config: AlphaGANGPConfig) -> tuple[Generator, Critic]:
