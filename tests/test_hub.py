@@ -68,13 +68,14 @@ def test_round_trip_gives_identical_outputs(tmp_path, name):
     assert not loaded.training
     if "stylegan2" not in name:
         assert torch.equal(outputs(loaded), outputs(G))
-    else:  # loaded in channels_last: its grouped convs differ from the contiguous G by float rounding only
-        torch.testing.assert_close(outputs(loaded), outputs(G), rtol=1e-5, atol=1e-6)
+    else:  # loaded in channels_last: its grouped convs differ from the contiguous G by float rounding only (up to
+        # ~2e-6 seen; the same 1e-5 as save_pretrained's own check)
+        torch.testing.assert_close(outputs(loaded), outputs(G), rtol=1e-5, atol=1e-5)
         z = latents(2, G.config.z_dim, seed=1)
         labels = torch.tensor([0, 2]) if conditional else None
         with torch.no_grad():  # the truncation centre (w_avg) travels with the weights
             torch.testing.assert_close(loaded(z, labels, truncation_psi=0.5), G(z, labels, truncation_psi=0.5),
-                                       rtol=1e-5, atol=1e-6)
+                                       rtol=1e-5, atol=1e-5)
 
 
 def test_only_generator_weights_are_saved(saved):
