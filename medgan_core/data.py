@@ -953,6 +953,38 @@ def _decode_split(folder: Path, chosen: list[tuple[Path, int]], config: DataConf
 
 # ------------------------------------------------------------------------------------------------------ batches
 
+def balance_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N,) draw weight of every sample, 1 / its class's size: every class equally likely (class-balanced draws).
+
+    Args:
+        labels: (N,) int64 class indices.
+        num_classes: K.
+    Returns:
+        float64 (N,) weights.
+    """
+    class_sizes = torch.bincount(labels, minlength=num_classes).double()
+    return (1.0 / class_sizes)[labels]
+
+
+def epoch_order(n: int, seed: int, epoch: int,
+                weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Generator]:
+    """The sample order of one epoch, fixed by (seed, epoch): a permutation of ``n``, or ``n`` draws with replacement
+    by ``weights`` (see :func:`balance_weights`).
+
+    Args:
+        n: samples.
+        seed: base seed.
+        epoch: epoch index.
+        weights: (n,) draw weights, or None for a plain shuffle.
+    Returns:
+        ``(order (n,) int64, generator)``: the generator goes on with the epoch's further draws (flips).
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if weights is not None:
+        return torch.multinomial(weights, n, replacement=True, generator=generator), generator
+    return torch.randperm(n, generator=generator), generator
+
+
 class BatchStream:
     """Deterministic, epoch-based batches from an ImageSet; resumable at any (epoch, step).
 
@@ -1003,8 +1035,7 @@ class BatchStream:
         self.channels_last = channels_last
         self.resolution = resolution or data.image_size
         self.masks = masks
-        class_sizes = torch.bincount(data.labels, minlength=len(data.class_names)).double()
-        self._weights = (1.0 / class_sizes)[data.labels]  # (N,) per-sample draw weight when balanced
+        self._weights = balance_weights(data.labels, len(data.class_names)) if balanced else None
 
     def steps_per_epoch(self) -> int:
         """Batches in one epoch."""
@@ -1029,11 +1060,7 @@ class BatchStream:
 
     def _iterate(self, epoch: int, start_step: int, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        if self.balanced:
-            order = torch.multinomial(self._weights, n, replacement=True, generator=generator)
-        else:
-            order = torch.randperm(n, generator=generator)
+        order, generator = epoch_order(n, self.seed, epoch, self._weights)
         # drawn for the whole epoch up front, so skipping batches leaves later flips unchanged
         flips = torch.rand(n, generator=generator) < 0.5 if self.hflip else None
         for step in range(start_step, steps):

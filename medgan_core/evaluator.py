@@ -27,7 +27,7 @@ from safetensors.torch import load_file as load_safetensors_file
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, state_dict_sha256
 from .config import from_dict, json_ready, to_dict
-from .data import BatchStream, ImageSet, same_dataset, to_float
+from .data import BatchStream, ImageSet, balance_weights, epoch_order, same_dataset, to_float
 from .fileio import atomic_write_text, file_sha256
 from .stats import percentile_interval
 from .train import resolve_device
@@ -334,25 +334,13 @@ class Evaluator:
     def num_features(self) -> int:
         return self.classifier.num_features
 
-    def _batched(self, images: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
-                 batch_size: int) -> torch.Tensor:
-        device = next(self.classifier.parameters()).device
-        outputs = []
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                batch = to_float(images[start:start + batch_size]).to(device)
-                outputs.append(fn(batch).float().cpu())
-        if not outputs:
-            return torch.empty(0, self.num_features)
-        return torch.cat(outputs)
-
     def features(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Penultimate features of ``images`` (uint8, or float in [-1, 1]) -> (N, D) float32 on the CPU."""
-        return self._batched(images, self.classifier.embed, batch_size)
+        return _batched(self.classifier.embed, images, _device_of(self.classifier), batch_size, self.num_features)
 
     def logits(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Class logits (N, num_classes) float32 on the CPU."""
-        return self._batched(images, self.classifier, batch_size)
+        return _batched(self.classifier, images, _device_of(self.classifier), batch_size, len(self.class_names))
 
     def predict(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Predicted labels (N,) int64."""
@@ -506,11 +494,11 @@ def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _val_scores(classifier: Classifier, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
-                device: torch.device, batch_size: int, label_smoothing: float) -> tuple[float, float]:
+def _val_scores(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, device: torch.device,
+                batch_size: int, label_smoothing: float) -> tuple[float, float]:
     """(accuracy, mean smoothed cross-entropy) of ``model`` (the classifier, or the head of a frozen one) on the
     validation ``inputs`` (images, or their features)."""
-    classifier.eval()
+    model.eval()
     correct, loss_sum = 0, 0.0
     with torch.no_grad():
         for start in range(0, len(inputs), batch_size):
@@ -519,7 +507,7 @@ def _val_scores(classifier: Classifier, model: nn.Module, inputs: torch.Tensor, 
             logits = model(x).float()
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="sum"))
-    classifier.train()
+    model.train()
     return correct / len(inputs), loss_sum / len(inputs)
 
 
@@ -527,38 +515,39 @@ class _FeatureBatches:
     """Shuffled (features, labels) batches of a frozen backbone's features, as :class:`BatchStream` serves images
     (seeded per epoch; class-balanced draws when asked)."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, balanced: bool,
+    def __init__(self, features: torch.Tensor, data: ImageSet, batch_size: int, seed: int, balanced: bool,
                  device: torch.device):
-        self.features, self.labels, self.batch_size = features, labels, batch_size
-        self.seed, self.balanced, self.device = seed, balanced, device
+        self.features, self.labels, self.batch_size = features, data.labels, batch_size
+        self.seed, self.device = seed, device
+        self.weights = balance_weights(data.labels, len(data.class_names)) if balanced else None
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.features) / self.batch_size)
 
     def epoch(self, epoch: int):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        if self.balanced:  # every class equally likely, drawn with replacement
-            weights = 1.0 / torch.bincount(self.labels).float()[self.labels]
-            order = torch.multinomial(weights, len(self.labels), replacement=True, generator=generator)
-        else:
-            order = torch.randperm(len(self.labels), generator=generator)
+        order, _ = epoch_order(len(self.labels), self.seed, epoch, self.weights)
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             yield self.features[rows].to(self.device), self.labels[rows].to(self.device)
 
 
-def _embed_all(classifier: Classifier, images: torch.Tensor, device: torch.device, progress: bool,
-               what: str) -> torch.Tensor:
-    """Backbone features (N, D) of every image, once (a frozen backbone's training inputs), on the CPU."""
-    batches, started = [], time.perf_counter()
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _batched(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device: torch.device, batch_size: int,
+             width: int, progress: str | None = None) -> torch.Tensor:
+    """``fn`` over ``images`` (uint8, or float in [-1, 1]) in batches without gradients: (N, width) float32 on the
+    CPU; with ``progress``, a line per ~640 images names it and the speed."""
+    outputs, done, started = [], 0, time.perf_counter()
     with torch.no_grad():
-        for start in range(0, len(images), 32):
-            batches.append(classifier.embed(to_float(images[start:start + 32]).to(device)).float().cpu())
-            done = start + len(batches[-1])
-            if progress and (done % 640 < 32 or done == len(images)):
-                print(f"{what} features: {done}/{len(images)} ({done / (time.perf_counter() - started):.1f} img/s)",
+        for start in range(0, len(images), batch_size):
+            outputs.append(fn(to_float(images[start:start + batch_size]).to(device)).float().cpu())
+            done += len(outputs[-1])
+            if progress and (done % 640 < batch_size or done == len(images)):
+                print(f"{progress}: {done}/{len(images)} ({done / (time.perf_counter() - started):.1f} img/s)",
                       flush=True)
-    return torch.cat(batches)
+    return torch.cat(outputs) if outputs else torch.empty(0, width)
 
 
 def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
@@ -601,11 +590,13 @@ def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
     batch_size = min(train_config.batch_size, len(train))
     started = time.perf_counter()
     if classifier.frozen:  # features once (no augmentation: they would change them), then the head alone trains
-        val_inputs = _embed_all(classifier, val.images, device, train_config.progress, "validation")
-        train_features = _embed_all(classifier, train.images, device, train_config.progress, "training")
+        shown = train_config.progress
+        val_inputs = _batched(classifier.embed, val.images, device, 32, classifier.num_features,
+                              "validation features" if shown else None)
+        train_features = _batched(classifier.embed, train.images, device, 32, classifier.num_features,
+                                  "training features" if shown else None)
         classifier.head[0].fit(train_features.to(device))
-        stream = _FeatureBatches(train_features, train.labels, batch_size, train_config.seed, train_config.balanced,
-                                 device)
+        stream = _FeatureBatches(train_features, train, batch_size, train_config.seed, train_config.balanced, device)
         model, augment = classifier.head, False
     else:
         stream = BatchStream(train, batch_size, seed=train_config.seed, balanced=train_config.balanced,
@@ -646,7 +637,7 @@ def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
             seen += len(y)
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"training loss became non-finite in epoch {epoch}; lower lr ({train_config.lr})")
-        val_accuracy, val_loss = _val_scores(classifier, model, val_inputs, val.labels, device, 2 * batch_size,
+        val_accuracy, val_loss = _val_scores(model, val_inputs, val.labels, device, 2 * batch_size,
                                              train_config.label_smoothing)
         elapsed = time.perf_counter() - started
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "val_loss": val_loss,

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import load_checkpoint_meta
+from ..checkpoint import find_latest_checkpoint, load_checkpoint_meta
 from ..config import DataConfig, TrainConfig
 from ..data import ImageSet
 from ..registry import register_model
@@ -275,8 +275,8 @@ def train_pairs(data: ImageSet, out_dir: str | Path, train: TrainConfig | None =
         pair, run_dir = pick_pair(data, index), Path(out_dir) / f"pair-{index:04d}"
         config = fit_model_config(MODEL, pair, model_config)
         total = train.max_steps if train.max_steps is not None else growth_plan(config, 0).total_steps
-        saved = sorted((run_dir / "checkpoints").glob("step-*.safetensors"))
-        before = load_checkpoint_meta(saved[-1])["step"] if saved else 0
+        newest = find_latest_checkpoint(run_dir / "checkpoints")
+        before = load_checkpoint_meta(newest)["step"] if newest else 0
         if before >= total:
             step, status = before, "finished before"
         else:
