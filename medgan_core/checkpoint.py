@@ -23,7 +23,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from .fileio import atomic_write_bytes
-from .registry import build_model
+from .registry import build_model, stored_config
 
 FORMAT_NAME = "medgan-checkpoint"
 FORMAT_VERSION = 2  # 2: EMA half-life in images, augmentation and loss-recipe state (resume needs >= 2)
@@ -269,7 +269,7 @@ def generator_from_checkpoint(path: str | Path, *, use_ema: bool = True, device:
         raise CheckpointError(f"{path} is a checkpoint for model {model_name!r}, not {expected_model!r}; "
                               f"load it with expected_model={model_name!r} or pick another file")
     try:
-        generator, _, _ = build_model(model_name, checkpoint.meta["model_config"])
+        generator, _, _ = build_model(model_name, stored_config(model_name, checkpoint.meta["model_config"]))
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path} cannot be rebuilt: {error}") from None
     checkpoint.load_module(checkpoint.generator_prefix(use_ema), generator)

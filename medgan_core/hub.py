@@ -30,7 +30,7 @@ from .checkpoint import generator_from_checkpoint
 from .config import to_dict
 from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .loading import dataset_name
-from .registry import build_model, get_model_spec, list_models
+from .registry import build_model, get_model_spec, list_models, stored_config
 from .sampling import class_names_for, fixed_labels, num_classes_of, sample, save_grid
 
 FORMAT_VERSION = 1
@@ -191,7 +191,7 @@ def from_pretrained(repo_id_or_path: str | Path, *, revision: str | None = None,
         raise PretrainedError(f"{repo_id_or_path} holds model {model_name!r}, which this medgan_core "
                               f"{__version__} does not know; registered models: {sorted(list_models())}")
     try:
-        generator, _, _ = build_model(model_name, config["model_config"])
+        generator, _, _ = build_model(model_name, stored_config(model_name, config["model_config"]))
     except ValueError as error:
         raise PretrainedError(f"{repo_id_or_path}: config.json does not describe a valid {model_name!r}: "
                               f"{error}") from None

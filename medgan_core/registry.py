@@ -128,6 +128,24 @@ def make_config(name: str, values: dict[str, Any] | None = None, **overrides: An
         raise ValueError(f"settings do not fit model {name!r}: {error}") from None
 
 
+def stored_config(name: str, values: dict[str, Any]):
+    """Model ``name``'s config as stored in a checkpoint or Hub ``config.json``.
+
+    A field added after such files were written declares, in its metadata ``absent_in_old_files``, the value that
+    files without it meant (e.g. ProGAN's ``as_in_paper=False``), so they rebuild the network they were trained with;
+    other missing fields take their defaults.
+
+    Args:
+        name: registered model name.
+        values: the stored field values.
+    Returns:
+        The config dataclass instance.
+    """
+    meant = {f.name: f.metadata["absent_in_old_files"] for f in dataclasses.fields(get_model_spec(name).config_cls)
+             if "absent_in_old_files" in f.metadata and f.name not in values}
+    return make_config(name, {**values, **meant})
+
+
 def build_model(name: str, config: Any = None, **overrides: Any) -> tuple[nn.Module, nn.Module, Any]:
     """Build generator and discriminator of model ``name``.
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import pandas as pd
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augment import build_augment
@@ -46,7 +47,7 @@ from .distributed import (World, agree, average_gradients, barrier, broadcast_bu
 from .loading import checkpoint_info
 from .fileio import atomic_write_text
 from .losses import OBJECTIVES, Objective
-from .registry import ModelSpec, build_model, get_model_spec, make_config
+from .registry import ModelSpec, build_model, get_model_spec, make_config, stored_config
 from .sampling import fixed_labels, save_grid
 
 
@@ -246,6 +247,7 @@ class Stage:
     start: int  # first generator step of this stage
     resolution: int | None  # None = the data's own size
     lr_scale: float = 1.0  # factor on both learning rates (a growth plan's decay within a stage)
+    fade_reals: bool = False  # during a fade-in (alpha < 1), reals become alpha * x + (1 - alpha) * up(avgpool(x))
 
 
 class Schedule:
@@ -271,7 +273,8 @@ class Schedule:
         if not self.growth:
             return Stage(0, 1.0, self.batch_size, 0, None)
         plan = self.growth(self.config, step, self.n_critic)
-        return Stage(plan.stage, plan.alpha, plan.batch_size, plan.stage_start, plan.resolution, plan.lr_scale)
+        return Stage(plan.stage, plan.alpha, plan.batch_size, plan.stage_start, plan.resolution, plan.lr_scale,
+                     plan.fade_reals)
 
     def apply(self, stage: Stage, *networks: nn.Module) -> None:
         """Set a growing model's networks to ``stage``'s resolution and fade-in (nothing for fixed-size models)."""
@@ -302,13 +305,16 @@ class StageBatches:
         self.data, self.train, self.device, self.world, self.masks = data, train, device, world, masks
         self.stage: Stage | None = None
         self._batches: Iterator | None = None
+        self._real_alpha = 1.0  # the current step's fade-in of the real images (1: none)
 
     def enter(self, stage: Stage, step: int) -> Stage | None:
-        """Serve ``stage`` from generator step ``step`` on; returns the stage just finished, if this starts a new one.
+        """Serve ``stage`` from generator step ``step`` on (called every step); returns the stage just finished, if
+        this starts a new one.
 
         Raises:
             ValueError: when the stage's (global) batch does not split evenly over the training processes.
         """
+        self._real_alpha = stage.alpha if stage.fade_reals and stage.index > 0 else 1.0
         if self.stage is not None and stage.index == self.stage.index:
             return None
         if stage.batch_size % self.world.size:
@@ -327,7 +333,11 @@ class StageBatches:
         return next(self._stream.epoch(0))[0]
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return next(self._batches)
+        real, labels = next(self._batches)
+        if self._real_alpha < 1:  # ProGAN's fade-in: the reals lose detail as the fakes do
+            coarse = F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="nearest")
+            real = torch.lerp(coarse, real, self._real_alpha)
+        return real, labels
 
 
 def _endless(stream: BatchStream, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -732,6 +742,11 @@ def _describe_run(recipe: Recipe, data: ImageSet, data_config: DataConfig | None
 def _check_same_model(checkpoint: Checkpoint, model: str, config: Any) -> None:
     """Refuse to resume a run folder that holds another model or architecture."""
     saved_model, saved_config = checkpoint.meta["model"], checkpoint.meta["model_config"]
+    if saved_model == model:  # fields added since the file was written take the value it meant
+        try:
+            saved_config = to_dict(stored_config(model, saved_config))
+        except ValueError:  # fields this version does not know: refused below with both configs named
+            pass
     if saved_model != model or saved_config != to_dict(config):
         raise CheckpointError(
             f"{checkpoint.path.parent.parent} holds a checkpoint of {saved_model!r} {saved_config}, not of "

@@ -1,5 +1,6 @@
 """Shapes and registry behaviour of every registered model."""
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -167,6 +168,28 @@ def test_progan_growth_schedule_stages_fade_and_batch_sizes():
     assert [p.batch_size for p in (plans[0], plans[8], plans[16])] == [16, 8, 8]
     assert plans[-1].stage == 3 and plans[-1].resolution == 32 and plans[0].total_steps == 4 + 4 + 8 + 8
     assert growth_plan(config, 0, n_critic=2).total_steps == 12
+
+
+def test_progan_follows_the_paper_and_files_saved_before_keep_their_layers(tmp_path):
+    from medgan_core.hub import from_pretrained, save_pretrained
+    from medgan_core.models.progan import WSLinear
+    from medgan_core.registry import stored_config
+
+    _, D, config = build_model("progan", image_size=32, **PROGAN_TINY)
+    assert config.as_in_paper and isinstance(D.final[-1], WSLinear)
+    assert [m.scale for m in build_model("progan", config)[0].to_image] == [0.25] * 4  # gain 1 / sqrt(16 channels)
+    old = {k: v for k, v in dataclasses.asdict(config).items() if k != "as_in_paper"}  # as written before the field
+    assert make_config("progan", old).as_in_paper  # a user's settings take the defaults
+    assert not stored_config("progan", old).as_in_paper and stored_config("progan", dataclasses.asdict(config))
+    torch.manual_seed(0)
+    legacy, legacy_D, _ = build_model("progan", image_size=32, as_in_paper=False, **PROGAN_TINY)
+    assert isinstance(legacy_D.final[-1], torch.nn.Linear)
+    save_pretrained(legacy, tmp_path, model_name="progan")
+    stored = json.loads((tmp_path / "config.json").read_text())
+    del stored["model_config"]["as_in_paper"]  # a file saved before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    z = torch.randn(3, config.z_dim)
+    torch.testing.assert_close(from_pretrained(tmp_path)(z), legacy.eval()(z))  # it still draws what it drew
 
 
 def test_progan_stage_survives_a_state_dict_round_trip():

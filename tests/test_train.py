@@ -199,6 +199,23 @@ def test_progan_grows_with_per_stage_batches_and_saves_each_stage(tmp_path):
     assert sample(rebuilt, 2, seed=0).shape == (2, 1, 16, 16)  # a loaded generator keeps its trained resolution
 
 
+def test_during_a_fade_in_the_real_images_are_blended_like_the_fakes():
+    from medgan_core.train import Stage, StageBatches
+
+    def first_batch(stage):
+        batches = StageBatches(tiny_image_set(), tiny_train_config(4, 4), torch.device("cpu"))
+        batches.enter(stage, 0)
+        return next(batches)[0]
+
+    sharp = first_batch(Stage(1, 0.25, 8, 0, 16))  # a growth plan without fade_reals (SinGAN-Seg)
+    faded = first_batch(Stage(1, 0.25, 8, 0, 16, fade_reals=True))
+    coarse = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(sharp, 2), scale_factor=2)
+    torch.testing.assert_close(faded, 0.25 * sharp + 0.75 * coarse)
+    torch.testing.assert_close(first_batch(Stage(1, 1.0, 8, 0, 16, fade_reals=True)), sharp)  # faded in: as is
+    torch.testing.assert_close(first_batch(Stage(0, 0.25, 8, 0, 4, fade_reals=True)),
+                               first_batch(Stage(0, 0.25, 8, 0, 4)))  # the first stage has nothing to fade from
+
+
 def test_progan_ema_warm_up_restarts_with_each_stage(tmp_path):
     """The 8 px block enters at step 30; two steps later G_ema's copy of it must track G, not its untrained init."""
     model_config = {**MODEL_CONFIG["progan"], "stage_images": 8 * 30}

@@ -154,6 +154,7 @@ class GrowthStep:
     resolution: int  # side of this stage's images (ProGAN: 4 * 2**stage)
     total_steps: int  # generator steps of the whole schedule
     lr_scale: float = 1.0  # factor on both learning rates at this step (SinGAN-Seg's decay late in each scale)
+    fade_reals: bool = False  # during a fade-in, blend the real images like the fakes (ProGAN)
 
 
 class Growing(nn.Module):

@@ -13,9 +13,11 @@ tanh the heads appear sooner (fixed 32 px, brain_tumor_mri_small: varied heads b
 tanh is applied after the fade-in blend, so nearest upsampling still commutes with it (alpha 0 = upsampled
 previous stage).
 
-Also not as in the paper (to be fixed together, with a re-run of the quality comparison): the critic's last layer
-is a plain ``nn.Linear`` (no equalised lr); toRGB uses He's gain sqrt(2) rather than 1; during a fade-in real
-images are not blended with their down-and-up-sampled version as the fakes effectively are.
+As in the paper since 2026-12-02 (``as_in_paper``): the critic's last layer has equalised lr (gain 1), toRGB layers
+use gain 1 (they feed no nonlinearity), and during a fade-in the real images are blended with their
+down-and-up-sampled version (``alpha * x + (1 - alpha) * up(avgpool(x))``) as the fakes are. Files saved before then
+lack the field and load with ``as_in_paper=False``: a plain ``nn.Linear`` head, toRGB gain sqrt(2), reals not faded,
+so they keep generating exactly what they did.
 
 The current stage and alpha are buffers of both networks (saved in checkpoints and Hub files, so a loaded
 generator produces images at the resolution it was trained to); :func:`growth_plan` tells the training loop
@@ -24,7 +26,7 @@ which stage, alpha and batch size a given step uses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -44,6 +46,8 @@ class ProGANConfig:
     fade_fraction: float = 0.5  # share of each stage (after the first) spent fading the new layers in
     stage_batch_sizes: tuple[int, ...] = (32, 32, 32, 16, 16, 16, 8)  # per stage 4, 8, ... px (the original MedGAN recipe)
     tanh_output: bool = True  # False = the paper's linear output (see the module docstring)
+    # False: the layers of files saved before 2026-12-02 (they lack the field and load as False; module docstring)
+    as_in_paper: bool = field(default=True, metadata={"absent_in_old_files": False})
 
 
 def _widths(config: ProGANConfig) -> list[int]:
@@ -53,17 +57,32 @@ def _widths(config: ProGANConfig) -> list[int]:
 
 
 class WSConv2d(nn.Module):
-    """Conv with equalised learning rate: weights ~ N(0, 1), multiplied by sqrt(2 / fan_in) in forward."""
+    """Conv with equalised learning rate: weights ~ N(0, 1), multiplied by gain / sqrt(fan_in) in forward (He's gain
+    sqrt(2) before a LeakyReLU, 1 for a linear output)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int | None = None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int | None = None,
+                 gain: float = math.sqrt(2.0)):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
-        self.scale = math.sqrt(2.0 / (in_channels * kernel_size * kernel_size))
+        self.scale = gain / math.sqrt(in_channels * kernel_size * kernel_size)
         self.padding = kernel_size // 2 if padding is None else padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+class WSLinear(nn.Module):
+    """Linear layer with equalised learning rate and gain 1 (the critic's score)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.scale = 1 / math.sqrt(in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
 
 
 class PixelNorm(nn.Module):
@@ -88,7 +107,8 @@ class Generator(Growing):
             nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), WSConv2d(w_in, w_out), nn.LeakyReLU(0.2),
                           PixelNorm(), WSConv2d(w_out, w_out), nn.LeakyReLU(0.2), PixelNorm())
             for w_in, w_out in zip(widths[:-1], widths[1:]))
-        self.to_image = nn.ModuleList(WSConv2d(w, config.channels, kernel_size=1) for w in widths)
+        rgb_gain = 1.0 if config.as_in_paper else math.sqrt(2.0)
+        self.to_image = nn.ModuleList(WSConv2d(w, config.channels, kernel_size=1, gain=rgb_gain) for w in widths)
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -123,9 +143,10 @@ class Discriminator(Growing):
             nn.Sequential(WSConv2d(w_hi, w_hi), nn.LeakyReLU(0.2), WSConv2d(w_hi, w_lo), nn.LeakyReLU(0.2),
                           nn.AvgPool2d(2))
             for w_lo, w_hi in zip(widths[:-1], widths[1:]))
+        score = WSLinear(widths[0], 1) if config.as_in_paper else nn.Linear(widths[0], 1)
         self.final = nn.Sequential(MinibatchStdDev(), WSConv2d(widths[0] + 1, widths[0]), nn.LeakyReLU(0.2),
                                    WSConv2d(widths[0], widths[0], kernel_size=4, padding=0), nn.LeakyReLU(0.2),
-                                   nn.Flatten(), nn.Linear(widths[0], 1))
+                                   nn.Flatten(), score)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         stage = self._stage
@@ -160,7 +181,8 @@ def growth_plan(config: ProGANConfig, step: int, n_critic: int = 1) -> GrowthSte
     stage = max(s for s in range(len(lengths)) if starts[s] <= step)
     fade = max(1, int(lengths[stage] * config.fade_fraction))
     alpha = 1.0 if stage == 0 else min(1.0, (step - starts[stage] + 1) / fade)
-    return GrowthStep(stage, alpha, batch_sizes[stage], starts[stage], 4 * 2 ** stage, sum(lengths))
+    return GrowthStep(stage, alpha, batch_sizes[stage], starts[stage], 4 * 2 ** stage, sum(lengths),
+                      fade_reals=config.as_in_paper)
 
 
 @register_model("progan", config=ProGANConfig, objective="wgan-gp", growth=growth_plan,
