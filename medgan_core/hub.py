@@ -228,17 +228,42 @@ def push_to_hub(generator: nn.Module, repo_id: str, *, model_name: str | None = 
     Raises:
         HubUnreachableError: when ``HF_HUB_OFFLINE=1``.
     """
+    _check_online()
+    with tempfile.TemporaryDirectory(prefix="medgan-hub-") as tmp:
+        # write (and so validate) everything locally before touching the network
+        save_pretrained(generator, tmp, model_name=model_name, repo_id=repo_id, **card_fields)
+        return push_folder_to_hub(tmp, repo_id, token=token, private=private, commit_message=commit_message)
+
+
+def push_folder_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
+                       commit_message: str = "Upload MedGAN generator") -> str:
+    """Upload a folder written by :func:`save_pretrained` (checked by loading it back first) as a Hub model repo.
+
+    Args:
+        folder: the ``save_pretrained`` folder.
+        repo_id: ``"owner/name"`` (or ``"name"`` for your own account).
+        token: Hub token; ``None`` uses the one stored by ``hf auth login``.
+        private: create the repo as private (an existing repo keeps its visibility).
+        commit_message: message of the upload commit.
+    Returns:
+        The repo URL.
+    Raises:
+        HubUnreachableError: when ``HF_HUB_OFFLINE=1``.
+        PretrainedError: when the folder is not a loadable generator.
+    """
+    _check_online()
+    from_pretrained(folder)  # strict load: a broken folder fails here, not for the people who download it
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, exist_ok=True, private=private)
+    api.upload_folder(repo_id=url.repo_id, folder_path=str(folder), commit_message=commit_message)
+    return str(url)
+
+
+def _check_online() -> None:
     if is_offline_mode():
         raise HubUnreachableError("HF_HUB_OFFLINE=1 is set, so nothing can be pushed: set HF_HUB_OFFLINE=0 and "
                                   "log in (hf auth login, or pass token=...), or use save_pretrained(...) to "
                                   "write the folder locally")
-    api = HfApi(token=token)
-    with tempfile.TemporaryDirectory(prefix="medgan-hub-") as tmp:
-        # write (and so validate) everything locally before touching the network
-        save_pretrained(generator, tmp, model_name=model_name, repo_id=repo_id, **card_fields)
-        url = api.create_repo(repo_id, exist_ok=True, private=private)
-        api.upload_folder(repo_id=url.repo_id, folder_path=tmp, commit_message=commit_message)
-    return str(url)
 
 
 def push_checkpoint_to_hub(checkpoint_path: str | Path, repo_id: str, *, use_ema: bool = True, **kwargs: Any) -> str:

@@ -16,7 +16,7 @@ from IPython.display import display
 from .config import DataConfig
 from .data import ImageSet, load_images, to_float
 from .evaluate import RunEvaluation, evaluate_run
-from .hub import push_to_hub, save_pretrained
+from .hub import push_folder_to_hub, save_pretrained
 from .plotting import show_images
 from .runtime import describe_runtime, new_run_dir
 from .sampling import export_dataset
@@ -116,5 +116,5 @@ def share(generator: nn.Module, run_dir: str | Path, evaluation: RunEvaluation |
     hub_dir = save_pretrained(generator, Path(run_dir) / "hub", evaluation=evaluation, repo_id=push_to)
     print("hub files:", sorted(path.name for path in hub_dir.iterdir()))
     if push_to:
-        print("pushed to", push_to_hub(generator, push_to, evaluation=evaluation))
+        print("pushed to", push_folder_to_hub(hub_dir, push_to))
     return hub_dir

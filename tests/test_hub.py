@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from medgan_core.checkpoint import save_checkpoint
 from medgan_core.config import to_dict
 from medgan_core.hub import (HubUnreachableError, PretrainedError, from_pretrained, load_config,
-                             push_checkpoint_to_hub, push_to_hub, save_pretrained)
+                             push_checkpoint_to_hub, push_folder_to_hub, push_to_hub, save_pretrained)
 from medgan_core.registry import build_model
 from medgan_core.sampling import latents
 
@@ -256,6 +256,19 @@ def test_push_to_hub_uploads_exactly_the_pretrained_files(fake_hub):
     assert not upload["folder"].exists()  # the temp folder is cleaned up
     assert 'from_pretrained("alice/brain-dcgan")' in (fake_hub["uploaded"] / "README.md").read_text()
     assert torch.equal(outputs(from_pretrained(fake_hub["uploaded"])), outputs(G))
+
+
+def test_push_folder_uploads_a_saved_folder_and_refuses_a_broken_one_before_the_network(fake_hub, tmp_path):
+    G = tiny_generator("dcgan")
+    folder = save_pretrained(G, tmp_path / "hub", model_name="dcgan")
+    assert push_folder_to_hub(folder, "alice/brain-dcgan") == "https://huggingface.co/alice/brain-dcgan"
+    upload = fake_hub["upload_folder"]
+    assert upload["folder"] == folder and upload["files"] == sorted(PRETRAINED_FILES)
+    fake_hub.clear()
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(PretrainedError):
+        push_folder_to_hub(folder, "alice/brain-dcgan")
+    assert fake_hub == {}
 
 
 def test_push_refuses_offline_before_any_network_call(fake_hub, monkeypatch):

@@ -81,10 +81,12 @@ def test_evaluate_and_show_saves_the_figure_and_shows_it_with_the_closest_pairs(
 def test_share_saves_the_hub_folder_and_pushes_only_when_asked(trained, monkeypatch, capsys):
     _, run_dir, generator = trained
     pushed = []
-    monkeypatch.setattr(notebook, "push_to_hub", lambda G, repo_id, **card: pushed.append(repo_id) or "https://hf.co/x")
+    monkeypatch.setattr(notebook, "push_folder_to_hub",
+                        lambda folder, repo_id: pushed.append((folder, repo_id)) or "https://hf.co/x")
     hub_dir = notebook.share(generator, run_dir)
     assert hub_dir == run_dir / "hub" and (hub_dir / "model.safetensors").is_file() and not pushed
     assert "hub files: ['README.md', 'config.json', 'model.safetensors', 'samples.png']" in capsys.readouterr().out
     notebook.share(generator, run_dir, push_to="alice/medgan-dcgan")
-    assert pushed == ["alice/medgan-dcgan"] and "alice/medgan-dcgan" in (hub_dir / "README.md").read_text()
+    assert pushed == [(hub_dir, "alice/medgan-dcgan")]  # the folder it saved, not a second save
+    assert "alice/medgan-dcgan" in (hub_dir / "README.md").read_text()
     assert "pushed to https://hf.co/x" in capsys.readouterr().out
