@@ -217,11 +217,8 @@ def push_to_hub(generator: nn.Module, repo_id: str, *, model_name: str | None = 
 
     Args:
         generator: a medgan generator.
-        repo_id: ``"owner/name"`` (or ``"name"`` for your own account).
+        repo_id, token, private, commit_message: as for :func:`push_folder_to_hub`.
         model_name: the registry name the generator was built with (default: ``generator.info.model``).
-        token: Hub token; ``None`` uses the one stored by ``hf auth login``.
-        private: create the repo as private (an existing repo keeps its visibility).
-        commit_message: message of the upload commit.
         **card_fields: passed to :func:`save_pretrained` (``evaluation``, ``class_names``, ``metrics``, ...).
     Returns:
         The repo URL.
