@@ -156,7 +156,7 @@ def choose_evaluator(real_train: ImageSet, real_test: ImageSet, *, evaluator_pat
     Args:
         real_train: the real training split (a small evaluator is trained on it when needed).
         real_test: the real test split; the evaluator must have been trained or tested on its dataset.
-        evaluator_path: an evaluator file; refused when it was trained and tested on other data.
+        evaluator_path: an evaluator file; refused when it was trained and tested on other data or image sizes.
         runs_root: where to look for one (default: the runs folder).
         train_evaluator_minutes: > 0: with none found, train a small CNN on ``real_train`` within this budget.
         save_dir: where a newly trained evaluator is saved (its folder is found by later runs).
@@ -165,14 +165,15 @@ def choose_evaluator(real_train: ImageSet, real_test: ImageSet, *, evaluator_pat
     Returns:
         ``(evaluator or None, its file or None, the line)``.
     Raises:
-        ValueError: when ``evaluator_path`` holds an evaluator of another dataset.
+        ValueError: when ``evaluator_path`` holds an evaluator of another dataset or image size.
     """
     say = progress or (lambda line: None)
     dataset = real_test.dataset
-    path = evaluator_path or find_evaluator(runs_root or output_root(), dataset)
+    size = real_test.image_size
+    path = evaluator_path or find_evaluator(runs_root or output_root(), dataset, size)
     if path is not None:
         evaluator = load_evaluator(path, device=device)
-        line = f"evaluator: {path}" + (f" ({note})" if (note := check_evaluator(evaluator, dataset)) else "")
+        line = f"evaluator: {path}" + (f" ({note})" if (note := check_evaluator(evaluator, dataset, size)) else "")
         say(line)
         return evaluator, Path(path), line
     if train_evaluator_minutes <= 0:

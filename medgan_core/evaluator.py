@@ -305,6 +305,14 @@ def _initialise(classifier: Classifier) -> str:
 
 # ----------------------------------------------------------------------------------------------- the evaluator
 
+def trained_image_size(meta: dict[str, Any]) -> int | None:
+    """Side of the images an evaluator was trained on (before any resize to the classifier's input), from its file's
+    metadata; None when the file does not say (older files without a notebook's data description)."""
+    data = meta.get("data") or {}
+    size = meta.get("data_image_size") or (data.get("train") or {}).get("image_size") or data.get("image_size")
+    return int(size) if size else None
+
+
 class Evaluator:
     """A trained classifier with its metadata: classifies images and embeds them for the metrics.
 
@@ -345,6 +353,11 @@ class Evaluator:
     def predict(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Predicted labels (N,) int64."""
         return self.logits(images, batch_size).argmax(dim=1)
+
+    @property
+    def data_image_size(self) -> int | None:
+        """Side of the images it was trained on (see :func:`trained_image_size`)."""
+        return trained_image_size(self.meta)
 
     @property
     def datasets(self) -> dict[str, dict]:
@@ -614,7 +627,8 @@ def train_evaluator(train: ImageSet, config: EvaluatorConfig | None = None,
     if run_path is not None:
         run_path.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"init": init, "train_config": to_dict(train_config), "data": data_description or {},
-                            "datasets": {"train": train.dataset}, "n_train": len(train), "n_val": len(val),
+                            "datasets": {"train": train.dataset}, "data_image_size": train.image_size,
+                            "n_train": len(train), "n_val": len(val),
                             "train_class_counts": train.class_counts()}
     history: list[dict[str, Any]] = []
     best_accuracy, best_loss, best_state, best_epoch = -1.0, math.inf, None, -1

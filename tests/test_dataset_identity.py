@@ -106,10 +106,12 @@ def test_discovered_runs_of_other_data_are_left_out_and_named_ones_refused(two_d
     assert [e.name for e in kept] == ["real-run", "old-run"] and "old-run records no training-data identity" in notes[0]
 
 
-def save_evaluator(path, datasets):
-    """An untrained evaluator file whose metadata says what it was trained/tested on."""
+def save_evaluator(path, datasets, data_image_size=None):
+    """An untrained evaluator file whose metadata says what it was trained/tested on (and at which image size)."""
     classifier = Classifier(EvaluatorConfig(image_size=32, width=4, num_classes=2, channels=1))
     meta = {"datasets": datasets} if datasets is not None else {}
+    if data_image_size is not None:
+        meta["data_image_size"] = data_image_size
     return Evaluator(classifier, list(CLASSES), meta).save(path)
 
 
@@ -128,6 +130,21 @@ def test_only_an_evaluator_of_the_compared_dataset_is_found_and_another_is_refus
     assert "records no dataset identity" in check_evaluator(load_evaluator(legacy), tumour)
 
 
+def test_an_evaluator_trained_at_another_image_size_is_skipped_and_refused(two_datasets, tmp_path):
+    tumour = identify_dataset(str(two_datasets[0]))
+    runs = tmp_path / "runs"
+    at_64 = save_evaluator(runs / "a" / "evaluator.safetensors", {"test": tumour}, data_image_size=64)
+    at_128 = save_evaluator(runs / "b" / "evaluator.safetensors", {"test": tumour}, data_image_size=128)  # newer
+    assert find_evaluator(runs, tumour, 64) == at_64 and find_evaluator(runs, tumour, 128) == at_128
+    with pytest.warns(UserWarning, match=r"trained on 128 px images, these are 32 px"):
+        assert find_evaluator(runs / "b", tumour, 32) is None
+    with pytest.raises(ValueError, match=r"trained on 128 px images, but these are 64 px.*image_size=64"):
+        check_evaluator(load_evaluator(at_128), tumour, 64)
+    assert check_evaluator(load_evaluator(at_128), tumour, 128) is None
+    unknown = save_evaluator(tmp_path / "unknown.safetensors", {"test": tumour})  # older files: not refused
+    assert check_evaluator(load_evaluator(unknown), tumour, 64) is None
+
+
 def test_the_evaluator_records_its_training_and_test_data(two_datasets):
     from medgan_core.evaluator import EvaluatorTrainConfig, evaluate_classifier, train_evaluator
 
@@ -135,7 +152,7 @@ def test_the_evaluator_records_its_training_and_test_data(two_datasets):
     train, test = load_images(data_config(tumour)), load_images(data_config(tumour, "test"))
     evaluator = train_evaluator(train, EvaluatorConfig(image_size=32, width=4),
                                 EvaluatorTrainConfig(epochs=1, batch_size=4, progress=False, val_fraction=0.5))
-    assert evaluator.datasets == {"train": train.dataset}
+    assert evaluator.datasets == {"train": train.dataset} and evaluator.data_image_size == train.image_size
     evaluator.record_test(evaluate_classifier(evaluator, test, n_boot=10), test, near_duplicates={"found": 0})
     assert evaluator.datasets == {"train": train.dataset, "test": test.dataset}
     assert evaluator.meta["near_duplicates"] == {"found": 0} and "accuracy" in evaluator.meta["test_report"]
