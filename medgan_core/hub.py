@@ -228,8 +228,8 @@ def push_to_hub(generator: nn.Module, repo_id: str, *, model_name: str | None = 
     _check_online()
     with tempfile.TemporaryDirectory(prefix="medgan-hub-") as tmp:
         # write (and so validate) everything locally before touching the network
-        save_pretrained(generator, tmp, model_name=model_name, repo_id=repo_id, **card_fields)
-        return push_folder_to_hub(tmp, repo_id, token=token, private=private, commit_message=commit_message)
+        save_pretrained(generator, tmp, model_name=model_name, repo_id=repo_id, **card_fields)  # checks a load
+        return _upload(tmp, repo_id, token, private, commit_message)
 
 
 def push_folder_to_hub(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
@@ -250,6 +250,11 @@ def push_folder_to_hub(folder: str | Path, repo_id: str, *, token: str | None = 
     """
     _check_online()
     from_pretrained(folder)  # strict load: a broken folder fails here, not for the people who download it
+    return _upload(folder, repo_id, token, private, commit_message)
+
+
+def _upload(folder: str | Path, repo_id: str, token: str | None, private: bool, commit_message: str) -> str:
+    """Create the repo if needed and upload ``folder`` (already checked); returns the repo URL."""
     api = HfApi(token=token)
     url = api.create_repo(repo_id, exist_ok=True, private=private)
     api.upload_folder(repo_id=url.repo_id, folder_path=str(folder), commit_message=commit_message)

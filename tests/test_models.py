@@ -172,11 +172,11 @@ def test_progan_growth_schedule_stages_fade_and_batch_sizes():
 
 def test_progan_follows_the_paper_and_files_saved_before_keep_their_layers(tmp_path):
     from medgan_core.hub import from_pretrained, save_pretrained
-    from medgan_core.models.progan import WSLinear
+    from medgan_core.models.layers import EqualLinear
     from medgan_core.registry import stored_config
 
     _, D, config = build_model("progan", image_size=32, **PROGAN_TINY)
-    assert config.as_in_paper and isinstance(D.final[-1], WSLinear)
+    assert config.as_in_paper and isinstance(D.final[-1], EqualLinear)
     assert [m.scale for m in build_model("progan", config)[0].to_image] == [0.25] * 4  # gain 1 / sqrt(16 channels)
     old = {k: v for k, v in dataclasses.asdict(config).items() if k != "as_in_paper"}  # as written before the field
     assert make_config("progan", old).as_in_paper  # a user's settings take the defaults

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 VALID_SIZES = (32, 64, 128, 256, 512)
 
@@ -235,3 +236,33 @@ def dcgan_init_(module: nn.Module) -> None:
     elif isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) and module.weight is not None:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+def scaled_leaky_relu(x: torch.Tensor) -> torch.Tensor:
+    """Leaky ReLU (0.2) times sqrt(2): the gain keeps the activations' second moment (StyleGAN2)."""
+    return F.leaky_relu(x, 0.2) * math.sqrt(2.0)
+
+
+class EqualLinear(nn.Module):
+    """Fully connected layer with equalised learning rate, optionally followed by leaky ReLU (gain sqrt 2).
+
+    Args:
+        in_features: input size.
+        out_features: output size.
+        bias_init: initial value of the (effective) bias.
+        lr_mul: learning-rate multiplier: weights are stored divided by it and scaled back at run time.
+        activation: apply leaky ReLU.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, bias_init: float = 0.0, lr_mul: float = 1.0,
+                 activation: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_features,), bias_init / lr_mul))
+        self.weight_gain = lr_mul / math.sqrt(in_features)
+        self.lr_mul = lr_mul
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.linear(x, (self.weight * self.weight_gain).to(x.dtype), (self.bias * self.lr_mul).to(x.dtype))
+        return scaled_leaky_relu(x) if self.activation else x

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import register_model
-from .layers import Growing, GrowthStep, MinibatchStdDev, stages_from_4px
+from .layers import EqualLinear, Growing, GrowthStep, MinibatchStdDev, stages_from_4px
 
 
 @dataclass
@@ -70,19 +70,6 @@ class WSConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
-
-
-class WSLinear(nn.Module):
-    """Linear layer with equalised learning rate and gain 1 (the critic's score)."""
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
-        self.scale = 1 / math.sqrt(in_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias)
 
 
 class PixelNorm(nn.Module):
@@ -143,7 +130,7 @@ class Discriminator(Growing):
             nn.Sequential(WSConv2d(w_hi, w_hi), nn.LeakyReLU(0.2), WSConv2d(w_hi, w_lo), nn.LeakyReLU(0.2),
                           nn.AvgPool2d(2))
             for w_lo, w_hi in zip(widths[:-1], widths[1:]))
-        score = WSLinear(widths[0], 1) if config.as_in_paper else nn.Linear(widths[0], 1)
+        score = EqualLinear(widths[0], 1) if config.as_in_paper else nn.Linear(widths[0], 1)
         self.final = nn.Sequential(MinibatchStdDev(), WSConv2d(widths[0] + 1, widths[0]), nn.LeakyReLU(0.2),
                                    WSConv2d(widths[0], widths[0], kernel_size=4, padding=0), nn.LeakyReLU(0.2),
                                    nn.Flatten(), score)

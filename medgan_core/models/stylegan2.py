@@ -53,7 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import register_model
-from .layers import MinibatchStdDev
+from .layers import EqualLinear, MinibatchStdDev, scaled_leaky_relu
 
 VALID_SIZES = (32, 64, 128, 256)
 NOISE_MODES = ("auto", "random", "const", "none")
@@ -160,10 +160,6 @@ def channels_at(config: StyleGAN2Config, resolution: int) -> int:
     return min(config.channel_base // resolution, config.channel_max)
 
 
-def _lrelu(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, 0.2) * SQRT2  # gain sqrt(2) keeps the activations' second moment
-
-
 def _normalize_2nd_moment(x: torch.Tensor) -> torch.Tensor:
     x = x.float()
     return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
@@ -190,31 +186,6 @@ def _upsample2x(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     x = x.reshape(batch, channels, 2 * height, 2 * width)
     taps = kernel.shape[-1]
     return _fir(x, kernel * 4, (taps + 1) // 2, (taps - 2) // 2)
-
-
-class EqualLinear(nn.Module):
-    """Fully connected layer with equalised learning rate, optionally followed by leaky ReLU (gain sqrt 2).
-
-    Args:
-        in_features: input size.
-        out_features: output size.
-        bias_init: initial value of the (effective) bias.
-        lr_mul: learning-rate multiplier: weights are stored divided by it and scaled back at run time.
-        activation: apply leaky ReLU.
-    """
-
-    def __init__(self, in_features: int, out_features: int, *, bias_init: float = 0.0, lr_mul: float = 1.0,
-                 activation: bool = False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
-        self.bias = nn.Parameter(torch.full((out_features,), bias_init / lr_mul))
-        self.weight_gain = lr_mul / math.sqrt(in_features)
-        self.lr_mul = lr_mul
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.linear(x, (self.weight * self.weight_gain).to(x.dtype), (self.bias * self.lr_mul).to(x.dtype))
-        return _lrelu(x) if self.activation else x
 
 
 class EqualConv2d(nn.Module):
@@ -253,7 +224,7 @@ class EqualConv2d(nn.Module):
             taps = self.kernel.shape[-1]
             x = _fir(x, self.kernel, k // 2 + (taps - 1) // 2, k // 2 + (taps - 2) // 2)
             x = F.conv2d(x, weight, bias, stride=2)
-        return _lrelu(x) if self.activation else x
+        return scaled_leaky_relu(x) if self.activation else x
 
 
 class ModulatedConv2d(nn.Module):
@@ -388,7 +359,7 @@ class SynthesisLayer(nn.Module):
             x = x + noise * self.noise_strength.to(x.dtype)
         elif noise_mode == "const":
             x = x + self.noise_const.to(x.dtype) * self.noise_strength.to(x.dtype)
-        return _lrelu(x + self.bias.to(x.dtype)[None, :, None, None])
+        return scaled_leaky_relu(x + self.bias.to(x.dtype)[None, :, None, None])
 
 
 class ToRGB(nn.Module):
